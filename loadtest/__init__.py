@@ -1,0 +1,1 @@
+"""Everything that evaluates Presage: testbed, load generators, shoot-out harness and simulator."""

@@ -1,0 +1,1 @@
+"""Presage metrics agent: samples a backend's host, cgroup, process, GPU and app metrics into Redis."""

@@ -1,0 +1,1 @@
+"""Training pipeline (`presage train`). Heavy imports (scikit-learn, lightgbm, skl2onnx) live here only."""

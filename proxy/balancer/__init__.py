@@ -1,0 +1,1 @@
+"""Balancer policies, one module each, chosen by name from a table."""
