@@ -47,6 +47,11 @@ def backend_feature(backend_id: str) -> str:
     return f"backend={backend_id}"
 
 
+def request_features(method: str, req_bytes: float, req_class: float) -> tuple[float, float, float]:
+    """The ``REQUEST_FEATURES`` values, in order; the proxy and the trainer both call this."""
+    return (float(req_bytes), float(req_class), 1.0 if method.upper() == "GET" else 0.0)
+
+
 def class_value(raw: str | None) -> float:
     """A request class as a model input: the number itself when numeric, else a stable bucket.
 
