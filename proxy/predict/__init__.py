@@ -1,0 +1,1 @@
+"""Model-driven routing support: live accuracy, decision budget, feature assembly, model reload."""

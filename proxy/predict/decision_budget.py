@@ -1,0 +1,69 @@
+"""A circuit breaker on routing-decision time.
+
+The seed papers' rule is that prediction must stay a small fraction of the RTT it predicts (within
+10 %, better under 1 %). A decision's cost is only known after it was made, so the guard is
+reactive: every model decision reports its wall time; when more than ``max_slow_share`` of the last
+``window`` decisions exceeded the budget, the breaker opens and the policy routes by its fallback
+for ``cooldown_s``, then closes again and measures afresh (half-open, as in Hystrix/Envoy outlier
+ejection). The budget itself is ``budget_frac`` of the median observed RTT, tracked as a
+streaming median estimate (Frugal-2U-like step updates) so the hot path does no sorting.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+class DecisionBudget:
+    def __init__(
+        self,
+        *,
+        budget_frac: float = 0.01,
+        min_budget_s: float = 50e-6,
+        window: int = 200,
+        max_slow_share: float = 0.1,
+        cooldown_s: float = 5.0,
+        initial_rtt_s: float = 0.01,
+    ) -> None:
+        if not 0.0 < budget_frac <= 0.1:
+            raise ValueError("budget_frac must be in (0, 0.1]: prediction above 10% of the RTT never pays")
+        self.budget_frac = budget_frac
+        self.min_budget_s = min_budget_s
+        self.max_slow_share = max_slow_share
+        self.cooldown_s = cooldown_s
+        self._recent: deque[bool] = deque(maxlen=window)
+        self._slow = 0
+        self._open_until = 0.0
+        self.median_rtt_s = initial_rtt_s
+        self._step = initial_rtt_s / 10.0
+
+    @property
+    def budget_s(self) -> float:
+        return max(self.budget_frac * self.median_rtt_s, self.min_budget_s)
+
+    def observe_rtt(self, rtt_s: float) -> None:
+        """Streaming median (a multiplicative-step variant of Frugal streaming, Ma et al. 2013)."""
+        if rtt_s <= 0.0:
+            return
+        if rtt_s > self.median_rtt_s:
+            self.median_rtt_s += self._step
+        elif rtt_s < self.median_rtt_s:
+            self.median_rtt_s = max(self.median_rtt_s - self._step, 1e-6)
+        # The step follows the estimate's scale so that it converges at any RTT magnitude.
+        self._step = max(self.median_rtt_s / 50.0, 1e-7)
+
+    def record(self, decision_s: float, now: float) -> bool:
+        """Record one decision's duration; True when it exceeded the budget."""
+        slow = decision_s > self.budget_s
+        if len(self._recent) == self._recent.maxlen and self._recent[0]:
+            self._slow -= 1
+        self._recent.append(slow)
+        self._slow += slow
+        if len(self._recent) >= 20 and self._slow > self.max_slow_share * len(self._recent):
+            self._open_until = now + self.cooldown_s
+            self._recent.clear()
+            self._slow = 0
+        return slow
+
+    def is_open(self, now: float) -> bool:
+        return now < self._open_until

@@ -1,0 +1,46 @@
+import random
+
+import pytest
+
+from proxy.predict.decision_budget import DecisionBudget
+
+
+def test_budget_follows_the_median_rtt() -> None:
+    budget = DecisionBudget(budget_frac=0.01, min_budget_s=1e-6, initial_rtt_s=0.001)
+    rng = random.Random(7)
+    for _ in range(20_000):
+        budget.observe_rtt(rng.uniform(0.040, 0.060))  # median 50 ms
+    assert budget.median_rtt_s == pytest.approx(0.050, rel=0.1)
+    assert budget.budget_s == pytest.approx(0.0005, rel=0.1)
+
+
+def test_budget_never_below_its_floor() -> None:
+    budget = DecisionBudget(budget_frac=0.01, min_budget_s=50e-6, initial_rtt_s=0.0001)
+    assert budget.budget_s == 50e-6
+
+
+def test_breaker_opens_on_slow_decisions_and_closes_after_cooldown() -> None:
+    budget = DecisionBudget(
+        budget_frac=0.01, min_budget_s=1e-6, initial_rtt_s=0.01, window=50, max_slow_share=0.1, cooldown_s=5.0
+    )
+    now = 100.0
+    for _ in range(50):
+        assert budget.record(10e-6, now) is False  # 10 us against a 100 us budget
+    assert not budget.is_open(now)
+    for _ in range(6):  # 6 of 56 > 10 %
+        budget.record(1e-3, now)
+    assert budget.is_open(now)
+    assert budget.is_open(now + 4.9)
+    assert not budget.is_open(now + 5.0)
+
+
+def test_occasional_slow_decisions_do_not_open_it() -> None:
+    budget = DecisionBudget(budget_frac=0.01, min_budget_s=1e-6, initial_rtt_s=0.01, window=100)
+    for i in range(1000):
+        budget.record(1e-3 if i % 20 == 0 else 1e-5, float(i))  # 5 % slow
+    assert not budget.is_open(1000.0)
+
+
+def test_budget_above_ten_percent_is_refused() -> None:
+    with pytest.raises(ValueError, match="10%"):
+        DecisionBudget(budget_frac=0.2)
