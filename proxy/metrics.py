@@ -1,0 +1,182 @@
+"""Prometheus metrics: registered once per worker, per-backend children cached.
+
+Names follow the contract: prefix ``presage_``, base units, ``_total`` on counters, a ``backend``
+label and no high-cardinality labels. The request path never calls ``.labels()``: every
+per-backend child is created when a backend set is installed (``BackendMetrics``), and the
+``requests_total`` child for a status code is created on its first use and then cached (linkerd's
+``MetricFamilies::register``).
+
+With ``--workers N > 1`` the parent points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory
+before starting the workers; values then live in per-process mmap files and ``/metrics`` on any
+worker aggregates all of them (prometheus-client's multiprocess mode). Gauges declare how they
+aggregate across workers: in-flight sums, ``up`` takes the minimum (down in any worker shows),
+``ejected`` the maximum.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from dataclasses import dataclass, field
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+
+from . import __version__
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+# A routing decision should cost microseconds; these resolve 5 us .. 10 ms.
+DECISION_BUCKETS: tuple[float, ...] = (
+    5e-6, 1e-5, 2e-5, 3e-5, 5e-5, 7.5e-5, 1e-4, 1.5e-4, 2e-4, 3e-4, 5e-4, 7.5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2,
+)  # fmt: skip
+ERROR_RATIO_BUCKETS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
+
+
+def multiprocess_enabled() -> bool:
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+def use_multiprocess_values() -> None:
+    """Re-pick prometheus-client's value class after the env var was set in this process.
+
+    The class is chosen when ``prometheus_client.values`` is imported; a worker forked from a
+    parent that imported it earlier must choose again before creating any metric.
+    """
+    values.ValueClass = values.get_value_class()
+
+
+@dataclass(slots=True)
+class BackendMetrics:
+    """The cached children for one backend."""
+
+    backend: str
+    upstream_duration: Histogram
+    in_flight: Gauge
+    up: Gauge
+    ejected: Gauge
+    ejections: Counter
+    predicted_latency: Gauge
+    feature_age: Gauge
+    _requests: Counter
+    by_code: dict[tuple[int, str], Counter] = field(default_factory=dict)
+
+    def request(self, status: int, protocol: str) -> Counter:
+        child = self.by_code.get((status, protocol))
+        if child is None:
+            child = self._requests.labels(self.backend, str(status), protocol)
+            self.by_code[(status, protocol)] = child
+        return child
+
+
+class Metrics:
+    """Every Presage metric family, on one registry per worker."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "presage_requests", "Requests answered, by backend, status code and protocol.",
+            ["backend", "code", "protocol"], registry=r,
+        )  # fmt: skip
+        self.request_duration = Histogram(
+            "presage_request_duration_seconds", "Time from request received to response sent.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.upstream_duration = Histogram(
+            "presage_upstream_duration_seconds", "Time from dispatch to the backend's response headers.",
+            ["backend"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            "presage_in_flight", "Requests in flight to a backend.", ["backend"],
+            multiprocess_mode="livesum", registry=r,
+        )  # fmt: skip
+        self.backend_up = Gauge(
+            "presage_backend_up", "1 when the backend passes health checks.", ["backend"],
+            multiprocess_mode="livemin", registry=r,
+        )  # fmt: skip
+        self.backend_ejected = Gauge(
+            "presage_backend_ejected", "1 while the backend is ejected as an outlier.", ["backend"],
+            multiprocess_mode="livemax", registry=r,
+        )  # fmt: skip
+        self.retries = Counter("presage_retries", "Requests retried on another backend.", registry=r)
+        self.ejections = Counter("presage_ejections", "Outlier ejections.", ["backend"], registry=r)
+        self.config_reloads = Counter(
+            "presage_config_reloads", "SIGHUP config reloads by result.", ["result"], registry=r
+        )
+        self.build_info = Gauge(
+            "presage_build_info", "Presage build information.", ["version", "python"],
+            multiprocess_mode="max", registry=r,
+        )  # fmt: skip
+        self._prediction_metrics(r)
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        for result in ("success", "error"):
+            self.config_reloads.labels(result)
+
+    def _prediction_metrics(self, r: CollectorRegistry) -> None:
+        self.predicted_latency = Gauge(
+            "presage_predicted_latency_seconds", "Latest predicted RTT per backend.", ["backend"],
+            multiprocess_mode="livemax", registry=r,
+        )  # fmt: skip
+        self.prediction_error = Histogram(
+            "presage_prediction_error_ratio", "|predicted - observed| / observed RTT.",
+            buckets=ERROR_RATIO_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.decision_duration = Histogram(
+            "presage_decision_duration_seconds", "Wall time of one routing decision.",
+            buckets=DECISION_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.feature_age = Gauge(
+            "presage_feature_age_seconds", "Age of the newest feature vector per backend.", ["backend"],
+            multiprocess_mode="livemax", registry=r,
+        )  # fmt: skip
+        self.fallbacks = Counter(
+            "presage_fallbacks", "Decisions routed by the fallback policy, by reason.", ["reason"],
+            registry=r,
+        )  # fmt: skip
+        self.live_accuracy = Gauge(
+            "presage_live_accuracy_ratio", "Rolling 1 - MAPE of live predictions.",
+            multiprocess_mode="livemin", registry=r,
+        )  # fmt: skip
+
+    def for_backend(self, backend: str) -> BackendMetrics:
+        return BackendMetrics(
+            backend=backend,
+            upstream_duration=self.upstream_duration.labels(backend),
+            in_flight=self.in_flight.labels(backend),
+            up=self.backend_up.labels(backend),
+            ejected=self.backend_ejected.labels(backend),
+            ejections=self.ejections.labels(backend),
+            predicted_latency=self.predicted_latency.labels(backend),
+            feature_age=self.feature_age.labels(backend),
+            _requests=self.requests,
+        )
+
+    def forget_backend(self, backend: str) -> None:
+        """Drop a removed backend's series so a reload does not leave stale ones behind."""
+        for family in (
+            self.upstream_duration, self.in_flight, self.backend_up, self.backend_ejected,
+            self.ejections, self.predicted_latency, self.feature_age,
+        ):  # fmt: skip
+            with contextlib.suppress(KeyError):
+                family.remove(backend)
+
+    def render(self) -> bytes:
+        if multiprocess_enabled():
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
