@@ -27,6 +27,9 @@ from .balancer.endpoint import Endpoint
 
 log = logging.getLogger("presage.health")
 
+# Lets backends tell probes from traffic in their own logs (Envoy sends ``user-agent: Envoy/HC``).
+PROBE_HEADERS = {"User-Agent": "Presage-HealthCheck"}
+
 ChangeHook = Callable[[Endpoint, bool], None]
 
 
@@ -86,7 +89,10 @@ class ActiveHealthChecker:
 
     async def _run(self) -> None:
         while True:
-            await self.check_once()
+            try:
+                await self.check_once()
+            except Exception:  # a failing hook must not end health checking for good
+                log.exception("health check round failed")
             await asyncio.sleep(self.settings.interval_s)
 
     async def check_once(self) -> None:
@@ -103,7 +109,9 @@ class ActiveHealthChecker:
     async def probe(self, endpoint: Endpoint) -> bool:
         url = endpoint.url.rstrip("/") + self.settings.path
         try:
-            async with self.session.get(url, timeout=self._timeout, allow_redirects=False) as resp:
+            async with self.session.get(
+                url, timeout=self._timeout, allow_redirects=False, headers=PROBE_HEADERS
+            ) as resp:
                 return 200 <= resp.status < 400
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
             return False
@@ -123,4 +131,7 @@ class ActiveHealthChecker:
         state = "healthy" if healthy else "unhealthy"
         log.warning("backend %s is %s after %d consecutive health checks", ep.id, state, streak)
         if self.on_change is not None:
-            self.on_change(ep, healthy)
+            try:
+                self.on_change(ep, healthy)
+            except Exception:  # the hook's failure must not skip the other backends' results
+                log.exception("health change hook failed for backend %s", ep.id)

@@ -6,6 +6,11 @@ wins. The ``+ 1`` is Envoy's ``weight / (active + 1)``: without it every idle ba
 and the static weights would stop mattering exactly when the pool is quiet. A tie goes to the
 first draw, which is itself uniform. O(1) per pick; the worst backend of three or more is never
 chosen, because it always loses its duel.
+
+Weights scale capacity, as in HAProxy's ``leastconn`` (connections / weight): under load each
+backend carries in-flight work in proportion to its weight. When the pool is idle the heavier
+backend wins every duel it is drawn into, so a light one gets less than its weight's share of a
+trickle of traffic (``round_robin`` and ``random`` give exact shares).
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ class LeastRequestPolicy:
         n = len(endpoints)
         if n <= 1:
             return endpoints[0] if n else None
-        i = rng.randrange(n)
-        j = rng.randrange(n - 1)
-        if j >= i:  # linkerd gen_pair: two distinct indices from two draws
+        # linkerd gen_pair: two distinct indices from two draws. ``int(random() * n)`` rather than
+        # ``randrange``: a third of the cost, and the bias (n / 2**53) is far below any load signal.
+        i = int(rng.random() * n)
+        j = int(rng.random() * (n - 1))
+        if j >= i:
             j += 1
         a, b = endpoints[i], endpoints[j]
         return b if (b.in_flight + 1) * a.weight < (a.in_flight + 1) * b.weight else a

@@ -5,6 +5,7 @@ Two distinct candidates are drawn at random; the lower ``ewma_cost(now) * (in_fl
 weight`` wins (the cost model is in ``endpoint.py``). Drawing two instead of taking the global
 minimum keeps many independent deciders (workers, proxies) from herding onto the one backend that
 looked best a moment ago, while still never choosing the worst one (Mitzenmacher 2001). O(1).
+Weights divide the load: a backend of weight 2 is expected to carry twice the in-flight work.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ class PeakEwmaPolicy:
         n = len(endpoints)
         if n <= 1:
             return endpoints[0] if n else None
-        i = rng.randrange(n)
-        j = rng.randrange(n - 1)
-        if j >= i:  # linkerd gen_pair: two distinct indices from two draws
+        # linkerd gen_pair: two distinct indices from two draws. ``int(random() * n)`` rather than
+        # ``randrange``: a third of the cost, and the bias (n / 2**53) is far below any load signal.
+        i = int(rng.random() * n)
+        j = int(rng.random() * (n - 1))
+        if j >= i:
             j += 1
         a, b = endpoints[i], endpoints[j]
         return b if load(b, now) < load(a, now) else a

@@ -21,12 +21,14 @@ class Backend:
         self.status = 200
         self.hang = False
         self.hits: list[float] = []  # arrival times
+        self.agents: list[str] = []
         self.release = asyncio.Event()
         self.url = ""
         self._runner: web.AppRunner | None = None
 
     async def healthz(self, request: web.Request) -> web.Response:
         self.hits.append(time.monotonic())
+        self.agents.append(request.headers.get("User-Agent", ""))
         if self.hang:
             await self.release.wait()
         return web.Response(status=self.status, text="ok" if self.status < 400 else "down")
@@ -155,6 +157,31 @@ async def test_the_endpoint_list_is_read_each_round(backend: Backend, session: a
     current = [Endpoint("new", backend.url)]
     await checker.check_once()
     assert current[0].healthy and len(backend.hits) == 1
+
+
+async def test_probes_say_who_they_are(backend: Backend, session: aiohttp.ClientSession) -> None:
+    checker = ActiveHealthChecker(FAST, session, lambda: [Endpoint("b0", backend.url + "/")], time.monotonic)
+    await checker.check_once()
+    assert backend.agents == ["Presage-HealthCheck"]  # and the trailing slash did not double
+
+
+async def test_a_failing_hook_does_not_stop_the_checks(
+    backend: Backend, session: aiohttp.ClientSession
+) -> None:
+    ep = Endpoint("b0", backend.url)
+
+    def broken_hook(endpoint: Endpoint, healthy: bool) -> None:
+        raise RuntimeError("hook failed")
+
+    checker = ActiveHealthChecker(FAST, session, lambda: [ep], time.monotonic, on_change=broken_hook)
+    backend.status = 500
+    await checker.start()
+    try:
+        await wait_for(lambda: not ep.healthy)
+        backend.status = 200
+        await wait_for(lambda: ep.healthy)
+    finally:
+        await checker.stop()
 
 
 async def test_disabled_checks_start_nothing(session: aiohttp.ClientSession) -> None:
