@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import random
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
@@ -103,6 +104,7 @@ class BackendPool:
     # -- configuration ----------------------------------------------------------------------
     def update(self, new: Sequence[BackendSpec]) -> None:
         """Swap in a new backend list, keeping the live Endpoint of every id whose URL is unchanged."""
+        check_specs(new)  # before anything live is touched: a bad reload changes nothing
         old = {ep.id: ep for ep in self._endpoints}
         decay_s = self._endpoints[0].decay_s if self._endpoints else 10.0
         endpoints = []
@@ -140,10 +142,7 @@ class BackendPool:
 
     # -- internals --------------------------------------------------------------------------
     def _set_endpoints(self, endpoints: tuple[Endpoint, ...], now: float) -> None:
-        ids = [ep.id for ep in endpoints]
-        if len(set(ids)) != len(ids):
-            dupes = sorted({i for i in ids if ids.count(i) > 1})
-            raise ValueError(f"backends: duplicate backend id(s) {', '.join(dupes)}")
+        check_specs([(ep.id, ep.url, ep.weight) for ep in endpoints])
         average = self._average_of(endpoints, now)
         if average is not None:
             for ep in endpoints:
@@ -176,3 +175,14 @@ class BackendPool:
         self.panic = panic
         self._eligible = self._endpoints if panic else ready
         self.rebuilds += 1
+
+
+def check_specs(specs: Sequence[BackendSpec]) -> None:
+    """Unique ids and positive finite weights, or a ``ValueError`` naming the backend."""
+    seen: set[str] = set()
+    for id_, _url, weight in specs:
+        if id_ in seen:
+            raise ValueError(f"backends: duplicate backend id {id_!r}")
+        seen.add(id_)
+        if not (math.isfinite(weight) and weight > 0):
+            raise ValueError(f"backends: weight of {id_!r} must be a positive number, got {weight!r}")

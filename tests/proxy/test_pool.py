@@ -123,6 +123,18 @@ def test_a_new_pool_seeds_cold_endpoints_at_the_average() -> None:
     assert cold.ewma_cost(0.0) == pytest.approx(0.2)
 
 
+def test_a_bad_update_changes_nothing() -> None:
+    pool = make_pool(2)
+    b0, b1 = pool.endpoints
+    for bad in (
+        [("b0", b0.url, 5.0), ("b0", b1.url, 1.0)],
+        [("b0", b0.url, 5.0), ("b1", b1.url, 0.0)],
+    ):
+        with pytest.raises(ValueError, match=r"^backends: "):
+            pool.update(bad)
+        assert pool.endpoints == (b0, b1) and b0.weight == 1.0
+
+
 def test_duplicate_ids_are_refused() -> None:
     eps = [Endpoint("a", "http://127.0.0.1:1"), Endpoint("a", "http://127.0.0.1:2")]
     with pytest.raises(ValueError, match="duplicate backend id"):
