@@ -1,0 +1,64 @@
+"""Assessment: accuracy on the later-in-time split and inference time of the exported model.
+
+Accuracy is ``1 - MAPE`` of predicted vs observed RTT (the measure of Morpheus and of "Accurate
+Performance Predictors for Edge Computing Applications"); MAE (seconds), the 95th percentile of the
+absolute percentage error and R² are reported beside it.
+
+Inference time is measured on the exported ONNX bytes through ``Scorer`` — the code the proxy runs —
+at the real batch size (one row per backend), over many calls after a warm-up, as p50 and p99 of
+wall time per call (``perf_counter_ns``). It is a measurement of this machine at this moment: the
+report says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from predictor_runtime.scorer import Scorer
+
+
+def accuracy_metrics(observed_s: np.ndarray, predicted_s: np.ndarray) -> dict[str, float]:
+    obs = np.asarray(observed_s, dtype=np.float64)
+    pred = np.asarray(predicted_s, dtype=np.float64)
+    ape = np.abs(pred - obs) / np.maximum(obs, 1e-9)
+    ss_res = float(((obs - pred) ** 2).sum())
+    ss_tot = float(((obs - obs.mean()) ** 2).sum())
+    mape = float(ape.mean())
+    return {
+        "accuracy": 1.0 - mape,
+        "mape": mape,
+        "mae_s": float(np.abs(pred - obs).mean()),
+        "p95_ape": float(np.percentile(ape, 95)),
+        "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0,
+        "n": float(len(obs)),
+    }
+
+
+def inference_time(
+    onnx: bytes,
+    names: tuple[str, ...],
+    transform: str,
+    rows: np.ndarray,
+    batch: int,
+    *,
+    calls: int = 2000,
+    warmup: int = 50,
+    clock: Callable[[], int] = time.perf_counter_ns,
+) -> dict[str, float]:
+    """p50/p99 seconds of one ``Scorer.score`` call on ``batch`` rows drawn from ``rows``."""
+    scorer = Scorer(onnx, names, transform, max_batch=batch)
+    buf = scorer.input_buffer(batch)
+    reps = np.resize(np.arange(len(rows)), batch * 8)
+    samples = np.empty(calls, dtype=np.int64)
+    for i in range(warmup + calls):
+        start = (i * batch) % (len(reps) - batch + 1)
+        buf[:] = rows[reps[start : start + batch]]
+        t0 = clock()
+        scorer.score(buf)
+        if i >= warmup:
+            samples[i - warmup] = clock() - t0
+    p50, p99 = np.percentile(samples, [50, 99]) / 1e9
+    return {"p50_s": float(p50), "p99_s": float(p99), "batch": float(batch), "calls": float(calls)}

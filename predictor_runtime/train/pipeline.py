@@ -1,0 +1,389 @@
+"""``presage train``: recorded samples in, one assessed and exported model bundle out.
+
+The methodology of Morpheus and "Accurate Performance Predictors for Edge Computing Applications"
+(arXiv 2510.20506, 2510.20495), as a tool:
+
+1. rows from samples, split by time: train (earliest), validate, test (latest);
+2. balance the training rows by RTT bins (Freedman-Diaconis, a cap per bin);
+3. rank features by correlation with RTT, drop constant and duplicate ones, choose ``k`` on the
+   validation split with a probe model;
+4. fit every family of the zoo on the training rows, export each to ONNX, check ONNX-vs-native
+   parity, assess accuracy on the validation and test splits and time the ONNX model at the real
+   batch size (the number of backends);
+5. select jointly on accuracy and time: the most accurate model *on validation* whose p99 decision
+   time fits the budget (``budget_frac`` x the median observed RTT, default 1%, at most 10%); the
+   test split, never used to choose anything, gives the figures the bundle carries;
+6. compare one global model (with backend one-hot inputs) against one model per backend of the
+   selected family, on the test split. The global model ships — one ONNX graph, one call per
+   decision; the comparison is reported so an operator sees what per-backend models would give.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from predictor_runtime.bundle import TRANSFORMS, FeatureRange, build_meta, publish_dir, write_bundle
+from predictor_runtime.samples import REQUEST_FEATURES
+
+from . import assess, export, zoo
+from .balance import Balance, balance
+from .dataset import Dataset, Split, TrainInputError, build_dataset, read_samples, time_split
+from .select import DEFAULT_K_GRID, Ranking, choose_k, rank_features
+
+MAX_BUDGET_FRAC = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class TrainOptions:
+    families: tuple[str, ...] = zoo.FAMILIES
+    budget_frac: float = 0.01
+    seed: int = 0
+    fractions: tuple[float, float] = (0.6, 0.2)
+    k_grid: tuple[int, ...] = DEFAULT_K_GRID
+    balance: bool = True
+    min_samples: int = 200
+    max_samples: int | None = 200_000
+    transform: str = "log"
+    zoo: zoo.ZooConfig = field(default_factory=zoo.ZooConfig)
+    timing_calls: int = 2000
+    parity_tolerance: float = export.DEFAULT_TOLERANCE
+    per_backend: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.budget_frac <= MAX_BUDGET_FRAC:
+            raise TrainInputError(f"--budget-frac must be in (0, {MAX_BUDGET_FRAC}], got {self.budget_frac}")
+        if self.transform not in TRANSFORMS:
+            raise TrainInputError(
+                f"unknown target transform {self.transform!r} (known: {', '.join(TRANSFORMS)})"
+            )
+        try:
+            zoo.check_families(self.families)
+        except ValueError as exc:
+            raise TrainInputError(str(exc)) from None
+        a, b = self.fractions
+        if not (a > 0 and b > 0 and a + b < 1):
+            raise TrainInputError(f"split fractions {self.fractions} must be positive and sum below 1")
+
+
+@dataclass(slots=True)
+class Candidate:
+    family: str
+    val: dict[str, float] = field(default_factory=dict)
+    test: dict[str, float] = field(default_factory=dict)
+    inference: dict[str, float] = field(default_factory=dict)
+    parity: export.Parity | None = None
+    error: str | None = None
+    fits_budget: bool = False
+    onnx: bytes = b""
+    model: Any = None
+    test_pred: np.ndarray | None = None
+
+
+@dataclass(slots=True)
+class TrainResult:
+    dataset: Dataset
+    split: Split
+    balanced: Balance | None
+    ranking: Ranking
+    k: int
+    k_scores: dict[int, float]
+    features: tuple[str, ...]  # model input order
+    candidates: list[Candidate]
+    selected: Candidate
+    budget_s: float
+    median_rtt_s: float
+    per_backend: dict[str, Any]
+    ranges: dict[str, FeatureRange]
+    options: TrainOptions
+    sources: tuple[str, ...] = ()
+
+    def meta(self) -> dict[str, Any]:
+        sel = self.selected
+        ds, sp = self.dataset, self.split
+        return build_meta(
+            onnx=sel.onnx,
+            feature_names=self.features,
+            transform=self.options.transform,
+            ranges=self.ranges,
+            metrics={k: v for k, v in sel.test.items() if k != "n"},
+            inference={"p50_s": sel.inference["p50_s"], "p99_s": sel.inference["p99_s"]},
+            batch_size=len(ds.backends),
+            family=sel.family,
+            training=self.summary(),
+        ) | {"split": {"train": _span(ds, sp.train), "val": _span(ds, sp.val), "test": _span(ds, sp.test)}}
+
+    def summary(self) -> dict[str, Any]:
+        ds = self.dataset
+        return {
+            "sources": [Path(s).name if "://" not in s else s for s in self.sources],
+            "samples_read": ds.n_read,
+            "samples_used": len(ds),
+            "dropped": dict(ds.dropped),
+            "backends": list(ds.backends),
+            "explore_share": float(ds.explore.mean()),
+            "ts_first": float(ds.ts[0]),
+            "ts_last": float(ds.ts[-1]),
+            "median_rtt_s": self.median_rtt_s,
+            "budget_s": self.budget_s,
+            "budget_frac": self.options.budget_frac,
+            "fits_budget": self.selected.fits_budget,
+            "k": self.k,
+            "balanced_rows": len(self.balanced.keep) if self.balanced else None,
+            "balance_cap": int(self.balanced.cap) if self.balanced else None,
+            "seed": self.options.seed,
+            "candidates": {
+                c.family: {
+                    "val_accuracy": c.val.get("accuracy"),
+                    "test_accuracy": c.test.get("accuracy"),
+                    "p99_s": c.inference.get("p99_s"),
+                    "error": c.error,
+                }
+                for c in self.candidates
+            },
+            "per_backend": self.per_backend,
+        }
+
+
+def _span(ds: Dataset, idx: np.ndarray) -> dict[str, float]:
+    return {"rows": len(idx), "ts_first": float(ds.ts[idx].min()), "ts_last": float(ds.ts[idx].max())}
+
+
+class _Progress:
+    """A tqdm bar on stderr (or nothing): ``step(label)`` advances it."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, file=sys.stderr, disable=not enabled, desc="train", leave=False)
+
+    def step(self, label: str) -> None:
+        self.bar.set_description(label)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def train(ds: Dataset, opts: TrainOptions, sources: Sequence[str] = ()) -> TrainResult:
+    """Everything but the writing; raises ``TrainInputError`` / ``export.ExportError``."""
+    rng = np.random.default_rng(opts.seed)
+    progress = _Progress(len(opts.k_grid) + 3 * len(opts.families) + 3, opts.progress)
+    try:
+        split = time_split(ds.ts, opts.fractions)
+        fit_idx, bal = _balanced(ds, split, opts, rng)
+        progress.step("balance")
+        onehot = [n for n in ds.names if n.startswith("backend=")]
+        candidates = [n for n in ds.names if not n.startswith("backend=")]
+        ranking = rank_features(
+            ds.columns(candidates)[fit_idx], ds.y[fit_idx], candidates, always=REQUEST_FEATURES, rng=rng
+        )
+        k, k_scores = _choose_k(ds, split, fit_idx, ranking, onehot, opts, progress)
+        ranking = ranking.with_k(k)
+        features = tuple(ranking.kept + onehot)
+        median = float(np.median(ds.y))
+        budget = opts.budget_frac * median
+        cands = [_candidate(f, ds, split, fit_idx, features, budget, opts, progress) for f in opts.families]
+        selected = _select(cands)
+        per_backend = (
+            _per_backend(ds, split, fit_idx, ranking.kept, selected, opts) if opts.per_backend else {}
+        )
+        progress.step("per-backend")
+        ranges = _ranges(ds.columns(features)[split.train], features)
+    finally:
+        progress.close()
+    return TrainResult(
+        ds, split, bal, ranking, k, k_scores, features, cands, selected, budget, median, per_backend,
+        ranges, opts, tuple(sources),
+    )  # fmt: skip
+
+
+def _balanced(
+    ds: Dataset, split: Split, opts: TrainOptions, rng: np.random.Generator
+) -> tuple[np.ndarray, Balance | None]:
+    if not opts.balance:
+        return split.train, None
+    bal = balance(ds.y[split.train], rng)
+    return split.train[bal.keep], bal
+
+
+def _choose_k(
+    ds: Dataset,
+    split: Split,
+    fit_idx: np.ndarray,
+    ranking: Ranking,
+    onehot: list[str],
+    opts: TrainOptions,
+    progress: _Progress,
+) -> tuple[int, dict[int, float]]:
+    """Probe model: small LightGBM (fast, nonlinear, no scaling needed) on the validation split."""
+    probe_cfg = zoo.ZooConfig.small()
+    y_fit = export.forward(opts.transform, ds.y[fit_idx])
+
+    always = [f.name for f in ranking.features if f.status == "always"]
+
+    def evaluate(names: list[str]) -> float:
+        cols = always + names + onehot
+        model = zoo.fit("lgbm", ds.columns(cols)[fit_idx], y_fit, cols, probe_cfg, opts.seed)
+        pred = export.inverse(opts.transform, zoo.predict(model, ds.columns(cols)[split.val]))
+        progress.step(f"select k={len(names)}")
+        return assess.accuracy_metrics(ds.y[split.val], pred)["accuracy"]
+
+    return choose_k(ranking, evaluate, opts.k_grid)
+
+
+def _candidate(
+    family: str,
+    ds: Dataset,
+    split: Split,
+    fit_idx: np.ndarray,
+    features: tuple[str, ...],
+    budget_s: float,
+    opts: TrainOptions,
+    progress: _Progress,
+) -> Candidate:
+    cand = Candidate(family)
+    x = ds.columns(features)
+    model = zoo.fit(
+        family, x[fit_idx], export.forward(opts.transform, ds.y[fit_idx]), features, opts.zoo, opts.seed
+    )
+    cand.model = model
+    progress.step(f"fit {family}")
+    cand.val = assess.accuracy_metrics(
+        ds.y[split.val], export.inverse(opts.transform, zoo.predict(model, x[split.val]))
+    )
+    cand.test_pred = export.inverse(opts.transform, zoo.predict(model, x[split.test]))
+    cand.test = assess.accuracy_metrics(ds.y[split.test], cand.test_pred)
+    try:
+        cand.onnx = export.to_onnx(model, family, len(features))
+        cand.parity = export.check_parity(
+            cand.onnx, model, features, opts.transform, x[split.test], tolerance=opts.parity_tolerance
+        )
+    except export.ExportError as exc:
+        cand.error = str(exc)
+        print(f"presage train: {family} excluded: {exc}", file=sys.stderr)
+    progress.step(f"export {family}")
+    if cand.error is None:
+        batch = len(ds.backends)
+        cand.inference = assess.inference_time(
+            cand.onnx, features, opts.transform, x[split.test], batch, calls=opts.timing_calls
+        )
+        cand.fits_budget = cand.inference["p99_s"] <= budget_s
+    progress.step(f"time {family}")
+    return cand
+
+
+def _select(cands: list[Candidate]) -> Candidate:
+    """Most accurate on validation among those within budget; else the fastest (flagged)."""
+    ok = [c for c in cands if c.error is None]
+    if not ok:
+        raise export.ExportError(
+            "no candidate model could be exported: " + "; ".join(str(c.error) for c in cands)
+        )
+    fitting = [c for c in ok if c.fits_budget]
+    if fitting:
+        return max(fitting, key=lambda c: c.val["accuracy"])
+    fastest = min(ok, key=lambda c: c.inference["p99_s"])
+    print(
+        f"presage train: no model fits the decision-time budget; shipping the fastest ({fastest.family}, "
+        f"p99 {fastest.inference['p99_s'] * 1e6:.0f} us)",
+        file=sys.stderr,
+    )
+    return fastest
+
+
+def _per_backend(
+    ds: Dataset, split: Split, fit_idx: np.ndarray, kept: list[str], selected: Candidate, opts: TrainOptions
+) -> dict[str, Any]:
+    """One model per backend (no identity inputs) vs the global model, both on the test split."""
+    x = ds.columns(kept)
+    pred = np.full(len(split.test), np.nan)
+    per: dict[str, float] = {}
+    for b in ds.backends:
+        tr = fit_idx[ds.backend[fit_idx] == b]
+        te = np.flatnonzero(ds.backend[split.test] == b)
+        if len(tr) < 30 or len(te) == 0:
+            continue
+        model = zoo.fit(
+            selected.family, x[tr], export.forward(opts.transform, ds.y[tr]), kept, opts.zoo, opts.seed
+        )
+        pred[te] = export.inverse(opts.transform, zoo.predict(model, x[split.test][te]))
+        per[b] = assess.accuracy_metrics(ds.y[split.test][te], pred[te])["accuracy"]
+    covered = ~np.isnan(pred)
+    if not covered.any():
+        return {"family": selected.family, "note": "too few rows per backend to compare"}
+    assert selected.test_pred is not None
+    y_te = ds.y[split.test][covered]
+    return {
+        "family": selected.family,
+        "rows": int(covered.sum()),
+        "per_backend_accuracy": assess.accuracy_metrics(y_te, pred[covered])["accuracy"],
+        "global_accuracy": assess.accuracy_metrics(y_te, selected.test_pred[covered])["accuracy"],
+        "by_backend": per,
+    }
+
+
+def _ranges(x: np.ndarray, names: Sequence[str]) -> dict[str, FeatureRange]:
+    x = np.asarray(x, dtype=np.float64)
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    p1, p99 = np.percentile(x, [1, 99], axis=0)
+    return {
+        n: FeatureRange(float(lo[j]), float(hi[j]), float(p1[j]), float(p99[j])) for j, n in enumerate(names)
+    }
+
+
+# -- the command -----------------------------------------------------------------------------------
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse to replace anything that is not a bundle (or an empty directory)."""
+    if out.exists() and not out.is_dir():
+        raise TrainInputError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / "model.json").exists():
+        raise TrainInputError(
+            f"--out {out} is a non-empty directory without model.json; refusing to replace it"
+        )
+
+
+def run(
+    data: Sequence[str],
+    out: str | Path,
+    *,
+    opts: TrainOptions,
+    report: str | Path | None = None,
+    stream: str = "presage:samples",
+    write_report: Callable[[TrainResult, Path], None] | None = None,
+) -> TrainResult:
+    """Read, train, and publish the bundle (and report) atomically."""
+    out = Path(out)
+    check_out_dir(out)
+    if report is not None:
+        _check_report_dir(Path(report))
+    samples = read_samples(data, stream=stream, last=opts.max_samples)
+    ds = build_dataset(samples, min_samples=opts.min_samples)
+    del samples
+    result = train(ds, opts, sources=data)
+    if write_report is None:
+        from .report import write_report
+    meta = result.meta()
+    if report is None:
+        write_bundle(out, result.selected.onnx, meta, extra=lambda tmp: write_report(result, tmp / "report"))
+    else:
+        write_bundle(out, result.selected.onnx, meta)
+        publish_dir(Path(report), lambda tmp: write_report(result, tmp))
+    return result
+
+
+def _check_report_dir(report: Path) -> None:
+    if report.exists() and not report.is_dir():
+        raise TrainInputError(f"--report {report} exists and is not a directory")
+    if report.is_dir() and any(report.iterdir()) and not (report / "report.md").exists():
+        raise TrainInputError(
+            f"--report {report} is a non-empty directory without report.md; refusing to replace it"
+        )

@@ -1,0 +1,189 @@
+"""The training report: ``report.md`` plus PNG plots (matplotlib, Agg backend: no display needed).
+
+Plots: accuracy vs inference time for every candidate (with the budget line), predicted vs
+observed RTT on the test split for the selected model, and feature correlations with RTT.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from .pipeline import Candidate, TrainResult
+
+
+def write_report(result: TrainResult, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    _plots(result, out)
+    (out / "report.md").write_text(render_markdown(result), encoding="utf-8")
+
+
+def _us(seconds: float | None) -> str:
+    return "—" if seconds is None else f"{seconds * 1e6:.1f}"
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{v * 100:.2f}%"
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def render_markdown(r: TrainResult) -> str:
+    ds, sp, sel = r.dataset, r.split, r.selected
+    lines = [
+        "# Presage model report",
+        "",
+        f"Selected: **{sel.family}**, test accuracy {_pct(sel.test['accuracy'])} (1 - MAPE on the latest "
+        f"{len(sp.test)} samples), decision p99 {_us(sel.inference['p99_s'])} µs at batch "
+        f"{len(ds.backends)} — "
+        f"budget {_us(r.budget_s)} µs ({r.options.budget_frac:.1%} of the median RTT "
+        f"{r.median_rtt_s * 1e3:.2f} ms): {'fits' if sel.fits_budget else '**over budget**'}.",
+        "",
+        "## Data",
+        "",
+        f"- samples read: {ds.n_read}; used: {len(ds)}; backends: {', '.join(ds.backends)}; "
+        f"exploration share {ds.explore.mean():.1%}",
+        f"- dropped: {', '.join(f'{k}: {v}' for k, v in sorted(ds.dropped.items())) or 'none'} "
+        "(status 0 and >= 500 are not RTTs of served requests)",
+        f"- time: {_when(ds.ts[0])} → {_when(ds.ts[-1])}",
+        f"- split by time: train {len(sp.train)}, validate {len(sp.val)}, test {len(sp.test)} (latest)",
+    ]
+    if r.balanced is not None:
+        b = r.balanced
+        lines.append(
+            f"- balanced by RTT bins (Freedman-Diaconis on log RTT, {len(b.counts_before)} bins, "
+            f"cap {b.cap}): "
+            f"{int(b.counts_before.sum())} → {int(b.counts_after.sum())} training rows"
+        )
+    lines += ["", *_candidates_table(r), "", *_per_backend(r), "", *_features(r), ""]
+    lines += [
+        "## Plots",
+        "",
+        "![accuracy vs inference time](accuracy_vs_time.png)",
+        "![predicted vs observed](predicted_vs_observed.png)",
+        "![feature correlations](feature_correlations.png)",
+        "",
+        "Inference times were measured with onnxruntime on this machine at training time; they move "
+        "with the machine and its load.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _candidates_table(r: TrainResult) -> list[str]:
+    rows = [
+        "## Candidates",
+        "",
+        "Chosen by validation accuracy among models whose p99 fits the budget; figures below are on the "
+        "test split unless marked.",
+        "",
+        "| family | val accuracy | accuracy | MAE ms | p95 APE | R² | p50 µs | p99 µs | fits | parity |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in r.candidates:
+        rows.append(_candidate_row(c, c is r.selected))
+    return rows
+
+
+def _candidate_row(c: Candidate, selected: bool) -> str:
+    name = f"**{c.family}**" if selected else c.family
+    parity = f"max rel {c.parity.max_rel_error:.1e}" if c.parity else f"failed: {c.error}"
+    t = c.test
+    return (
+        f"| {name} | {_pct(c.val.get('accuracy'))} | {_pct(t.get('accuracy'))} "
+        f"| {t.get('mae_s', 0) * 1e3:.3f} | {_pct(t.get('p95_ape'))} | {t.get('r2', 0):.3f} "
+        f"| {_us(c.inference.get('p50_s'))} "
+        f"| {_us(c.inference.get('p99_s'))} | {'yes' if c.fits_budget else 'no'} | {parity} |"
+    )
+
+
+def _per_backend(r: TrainResult) -> list[str]:
+    pb = r.per_backend
+    lines = ["## Global vs per-backend models", ""]
+    if "global_accuracy" not in pb:
+        return [*lines, f"Not compared: {pb.get('note', 'disabled')}."]
+    winner = "global" if pb["global_accuracy"] >= pb["per_backend_accuracy"] else "per-backend"
+    lines += [
+        f"Family {pb['family']}, {pb['rows']} test rows: global model with backend one-hot inputs "
+        f"{_pct(pb['global_accuracy'])}, one model per backend {_pct(pb['per_backend_accuracy'])} "
+        f"({winner} is better). The bundle holds the global model: one graph, one call per decision.",
+        "",
+        "| backend | per-backend accuracy |",
+        "|---|---|",
+    ]
+    lines += [f"| {b} | {_pct(acc)} |" for b, acc in pb["by_backend"].items()]
+    return lines
+
+
+def _features(r: TrainResult) -> list[str]:
+    lines = [
+        "## Features",
+        "",
+        f"k = {r.k} chosen on validation accuracy of a probe LightGBM: "
+        + ", ".join(f"k={k}: {_pct(v)}" for k, v in sorted(r.k_scores.items())),
+        "",
+        "Ranked by max(|Pearson|, |Spearman|) with RTT on the training rows; near-duplicates are "
+        "|Pearson| > 0.98 with a better-ranked kept feature. The request's own features (status 'always') "
+        "and the backend one-hot inputs are always kept.",
+        "",
+        "| feature | Pearson | Spearman | status |",
+        "|---|---|---|---|",
+    ]
+    shown = [f for f in r.ranking.features if f.status != "constant"][:40]
+    lines += [f"| {f.name} | {f.pearson:+.3f} | {f.spearman:+.3f} | {f.status} |" for f in shown]
+    constant = [f.name for f in r.ranking.features if f.status == "constant"]
+    if constant:
+        lines += ["", f"Constant, dropped ({len(constant)}): {', '.join(constant)}"]
+    return lines
+
+
+def _plots(r: TrainResult, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [c for c in r.candidates if c.error is None]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for c in ok:
+        ax.scatter(c.inference["p99_s"] * 1e6, c.test["accuracy"] * 100, s=60 if c is r.selected else 30)
+        ax.annotate(c.family, (c.inference["p99_s"] * 1e6, c.test["accuracy"] * 100), xytext=(4, 4),
+                    textcoords="offset points")  # fmt: skip
+    ax.axvline(r.budget_s * 1e6, color="grey", linestyle="--", label="budget")
+    ax.set(xlabel="p99 inference time (µs)", ylabel="test accuracy (%)", title="Accuracy vs inference time")
+    ax.legend()
+    _save(fig, out / "accuracy_vs_time.png")
+
+    y = r.dataset.y[r.split.test] * 1e3
+    assert r.selected.test_pred is not None
+    p = r.selected.test_pred * 1e3
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(y, p, s=4, alpha=0.4)
+    hi = float(max(y.max(), p.max()))
+    ax.plot([0, hi], [0, hi], color="grey", linewidth=1)
+    ax.set(xlabel="observed RTT (ms)", ylabel="predicted RTT (ms)", title=f"{r.selected.family}: test split")
+    _save(fig, out / "predicted_vs_observed.png")
+
+    top = [f for f in r.ranking.features if f.status != "constant"][:20]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(top) + 1.5))
+    pos = np.arange(len(top))
+    ax.barh(pos - 0.2, [abs(f.pearson) for f in top], height=0.4, label="|Pearson|")
+    ax.barh(pos + 0.2, [abs(f.spearman) for f in top], height=0.4, label="|Spearman|")
+    labels = [f"{f.name}{'' if f.status in ('kept', 'always') else ' (dropped)'}" for f in top]
+    ax.set_yticks(pos, labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set(xlabel="correlation with RTT", title="Feature correlations (training rows)")
+    ax.legend()
+    _save(fig, out / "feature_correlations.png")
+
+
+def _save(fig: object, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()  # type: ignore[attr-defined]
+    fig.savefig(path, dpi=90)  # type: ignore[attr-defined]
+    plt.close(fig)  # type: ignore[arg-type]
