@@ -138,6 +138,8 @@ class Worker:
 
     async def stop(self) -> None:
         """Drain: readyz 503, wait ``drain_delay_s``, stop accepting, finish in-flight, close."""
+        if self._draining:
+            return
         self._draining = True
         config = self.config
         if config.drain_delay_s > 0:

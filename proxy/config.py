@@ -245,6 +245,8 @@ def _build_value(key: str, value: Any) -> Any:
         return _coerce(value, _hint(ProxyConfig, key), key)
     try:
         return builder(value)
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(key, str(exc)) from None
 

@@ -194,11 +194,15 @@ class UpstreamConnection(asyncio.Protocol):
         return data
 
     async def read_all(self, limit: int) -> bytes:
+        """The whole body (``limit`` bytes at most, so flow control can be lifted meanwhile)."""
         while not self._complete:
             if self._error is not None:
                 raise self._error
             if self._buffered > limit:
                 raise InvalidUpstreamResponse("response body longer than its Content-Length")
+            if self._read_paused and self.transport is not None and not self.closed:
+                self._read_paused = False
+                self.transport.resume_reading()
             await self._wait()
         if self._error is not None:
             raise self._error

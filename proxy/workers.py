@@ -71,6 +71,7 @@ class Supervisor:
     def __init__(self, config: ProxyConfig, argv: Sequence[str]) -> None:
         self.config = config
         self.argv = list(argv)
+        self.running = config
         self.children: dict[int, _Child] = {}
         self.stopping = False
         self.stop_deadline = 0.0
@@ -105,7 +106,10 @@ class Supervisor:
         try:
             for index in range(self.config.workers):
                 self._spawn(index)
-            log.info("supervising %d workers on port %d", self.config.workers, self.running.listen.port)
+            log.info(
+                "supervising %d workers on port %d (metrics in %s)",
+                self.config.workers, self.running.listen.port, os.environ[MULTIPROC_ENV],
+            )  # fmt: skip
             return self._wait_loop()
         finally:
             for sig, handler in previous.items():

@@ -7,8 +7,10 @@ import hashlib
 import json
 
 import aiohttp
+import psutil
 import pytest
 
+from proxy.balancer.base import RequestInfo
 from proxy.pool import Outcome
 
 
@@ -280,3 +282,71 @@ async def test_access_log_sampling_keeps_errors(backends, proxy, client) -> None
     lines = [json.loads(x) for x in running.access_log.read_text().splitlines()]
     assert [x["status"] for x in lines] == [413]
     assert lines[0]["reason"] == "body_too_large"
+
+
+async def test_64_mib_each_way_streams_with_bounded_memory(backends, proxy, client) -> None:
+    """128 MiB cross the proxy while this process (client, proxy and backend) grows < 32 MiB.
+
+    A 1 GiB upload would take too long for the suite; 64 MiB each way is already far above every
+    buffer on the path (64 KiB socket reads, 256 KiB upstream high-water mark), so a proxy that
+    held a body would show it as RSS growth of at least 64 MiB.
+    """
+    (b1,) = await backends(1)
+    running = await proxy([b1.url])
+    size, piece = 64 << 20, bytes(range(256)) * 256
+    process = psutil.Process()
+    base = peak = process.memory_info().rss
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, process.memory_info().rss)
+            await asyncio.sleep(0.01)
+
+    async def upload():  # type: ignore[no-untyped-def]
+        for _ in range(size // len(piece)):
+            yield piece
+
+    sampler = asyncio.create_task(sample())
+    async with client.post(f"{running.url}/sha", data=upload()) as resp:
+        uploaded = await resp.json()
+    digest, received = hashlib.sha256(), 0
+    async with client.get(f"{running.url}/bytes?n={size}&length=1") as resp:
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            digest.update(chunk)
+            received += len(chunk)
+    done.set()
+    await sampler
+    expected = hashlib.sha256(piece * (size // len(piece))).hexdigest()
+    assert uploaded == {"sha256": expected, "len": size}
+    assert received == size and digest.hexdigest() == expected
+    assert peak - base < 32 << 20, f"RSS grew by {(peak - base) >> 20} MiB"
+
+
+@pytest.mark.parametrize(
+    ("spec", "path", "headers", "expected"),
+    [
+        ("header:X-Size", "/headers", {"X-Size": "512"}, 512.0),
+        ("query:size", "/headers?size=2048", {}, 2048.0),
+        (r"path:^/img/(\d+)", "/img/640/x.png", {}, 640.0),
+        ("header:X-Size", "/headers", {}, 0.0),
+    ],
+)
+async def test_request_class_reaches_the_policy(
+    backends, proxy, client, spec, path, headers, expected
+) -> None:
+    (b1,) = await backends(1)
+    running = await proxy([b1.url], class_from=spec)
+    pool = running.worker.state.pool
+    seen: list[RequestInfo] = []
+    original = pool.choose
+
+    def choose(request, rng, now, exclude=()):  # type: ignore[no-untyped-def]
+        seen.append(request)
+        return original(request, rng, now, exclude)
+
+    pool.choose = choose
+    async with client.post(f"{running.url}{path}", data=b"abc", headers=headers) as resp:
+        await resp.read()
+    assert seen == [RequestInfo(method="POST", body_bytes=3, req_class=expected, idempotent=False)]
