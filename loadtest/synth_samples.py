@@ -5,7 +5,8 @@ A seeded stand-in for ``presage proxy --record`` while no recorded run is at han
 * every backend has a worker pool ``w``, a speed factor and a CPU quota; requests are image jobs
   whose service time grows as ``size * log2(size) / speed`` (the testbed backend's numpy work);
 * load is a diurnal-like sine plus bursts, shared between backends; utilisation ``rho`` drives the
-  mean queue length through Sakasegawa's M/M/c approximation ``Lq ~ rho^sqrt(2(c+1)) / (1 - rho)``;
+  mean queue length through Sakasegawa's M/M/c approximation ``Lq ~ rho^sqrt(2(c+1)) / (1 - rho)``,
+  around which the queue moves as an AR(1) process;
 * CPU-pressure episodes (a noisy neighbour: a two-state Markov chain per backend) slow service down
   and show up in PSI, CPU utilisation and throttling;
 * the agent reports every second; each base metric is a noisy, correlated function of that state,
@@ -97,10 +98,21 @@ def _simulate(rng: np.random.Generator, be: Backends, ticks: int) -> World:
     rho = np.clip(rho_offered * slowdown, 0.02, 0.96)
     c = be.workers[None, :]
     lq = rho ** np.sqrt(2 * (c + 1)) / (1 - rho)  # Sakasegawa's M/M/c approximation
-    queue = rng.poisson(lq).astype(np.float64)
+    queue = _queue(rng, lq)
     rate = rho * c / (mean_service[None, :] * slowdown)
     metrics = _metrics(rng, be, rho, interference, queue, rate)
     return World(rho=rho, slowdown=slowdown, interference=interference, queue=queue, metrics=metrics)
+
+
+def _queue(rng: np.random.Generator, lq: np.ndarray) -> np.ndarray:
+    """Queue length per tick: AR(1) around the Sakasegawa mean (a queue drains over seconds, it
+    does not redraw itself every tick), with gamma-distributed arrivals noise, rounded to requests."""
+    out = np.empty_like(lq)
+    level = lq[0]
+    for t in range(len(lq)):
+        level = 0.6 * level + 0.4 * lq[t] * rng.gamma(2.0, 0.5, size=lq.shape[1])
+        out[t] = level
+    return np.round(out)
 
 
 def _metrics(

@@ -39,9 +39,9 @@ class ZooConfig:
     ridge_alpha: float = 1.0
     rf_trees: int = 60
     rf_depth: int = 10
-    lgbm_trees: int = 300
-    lgbm_leaves: int = 31
-    lgbm_learning_rate: float = 0.05
+    lgbm_trees: int = 120
+    lgbm_leaves: int = 15
+    lgbm_learning_rate: float = 0.1
     mlp_hidden: tuple[int, ...] = (32, 16)
     mlp_max_iter: int = 300
 
