@@ -87,7 +87,9 @@ def is_known_feature(name: str) -> bool:
     if name.startswith("backend="):
         return len(name) > len("backend=")
     m = _AGENT_NAME.match(name)
-    return bool(m) and m.group("metric") in BASE_METRICS and (m.group("agg") in (None, *AGGREGATES))
+    if m is None:
+        return False
+    return m.group("metric") in BASE_METRICS and m.group("agg") in (None, *AGGREGATES)
 
 
 # -- reading -------------------------------------------------------------------------------------

@@ -16,10 +16,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import zoo
 from .dataset import DEFAULT_STREAM, TrainInputError
 from .select import DEFAULT_K_GRID
+
+if TYPE_CHECKING:
+    from .pipeline import TrainOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -95,7 +99,7 @@ def _apply_env(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
         parser.set_defaults(**{action.dest: value})
 
 
-def _options(args: argparse.Namespace) -> object:
+def _options(args: argparse.Namespace) -> TrainOptions:
     from .pipeline import TrainOptions
 
     if args.min_samples < 1 or (args.max_samples is not None and args.max_samples < args.min_samples):
@@ -150,7 +154,7 @@ def _train_once(args: argparse.Namespace) -> int:
     from .pipeline import run
 
     opts = _options(args)
-    result = run(args.data, args.out, opts=opts, report=args.report, stream=args.stream)  # type: ignore[arg-type]
+    result = run(args.data, args.out, opts=opts, report=args.report, stream=args.stream)
     sel = result.selected
     report = args.report or str(Path(args.out) / "report")
     print(
@@ -177,7 +181,7 @@ def _follow(args: argparse.Namespace) -> int:
         import redis
 
         redis_client = redis.Redis.from_url(args.redis, socket_timeout=5)
-    follower = Follower(args.data, Path(args.out), opts, fopts, redis=redis_client)  # type: ignore[arg-type]
+    follower = Follower(args.data, Path(args.out), opts, fopts, redis=redis_client)
     rounds = follower.run()
     published = sum(r.published for r in rounds)
     print(f"{len(rounds)} rounds, {published} published to {args.out}")

@@ -111,8 +111,8 @@ def _read_redis(url: str, stream: str, last: int | None) -> list[Sample]:
         url, stream = url.split("#", 1)
     try:
         client = redis.Redis.from_url(url, socket_timeout=10)
-        header = client.get(f"{stream}:header")
-        entries: list[Any] = client.xrevrange(stream, count=last) if last else client.xrange(stream)
+        header: Any = client.get(f"{stream}:header")
+        entries: Any = client.xrevrange(stream, count=last) if last else client.xrange(stream)
     except (redis.RedisError, ValueError) as exc:
         raise TrainInputError(f"cannot read stream {stream!r} from {url}: {exc}") from None
     if header is None:

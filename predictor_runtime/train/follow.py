@@ -212,7 +212,8 @@ def parse_accuracy(raw: bytes | str | None) -> float | None:
             obj = orjson.loads(text)
         except orjson.JSONDecodeError:
             return None
-        value = obj.get("accuracy") if isinstance(obj, dict) else None
-        if not isinstance(value, int | float):
+        field_value = obj.get("accuracy") if isinstance(obj, dict) else None
+        if not isinstance(field_value, int | float):
             return None
-    return float(value) if np.isfinite(value) else None
+        value = float(field_value)
+    return value if np.isfinite(value) else None

@@ -370,13 +370,16 @@ def run(
     del samples
     result = train(ds, opts, sources=data)
     if write_report is None:
-        from .report import write_report
+        from .report import write_report as default_writer
+
+        write_report = default_writer
+    writer = write_report
     meta = result.meta()
     if report is None:
-        write_bundle(out, result.selected.onnx, meta, extra=lambda tmp: write_report(result, tmp / "report"))
+        write_bundle(out, result.selected.onnx, meta, extra=lambda tmp: writer(result, tmp / "report"))
     else:
         write_bundle(out, result.selected.onnx, meta)
-        publish_dir(Path(report), lambda tmp: write_report(result, tmp))
+        publish_dir(Path(report), lambda tmp: writer(result, tmp))
     return result
 
 
