@@ -173,7 +173,7 @@ def _plots(r: TrainResult, out: Path) -> None:
     pos = np.arange(len(top))
     ax.barh(pos - 0.2, [abs(f.pearson) for f in top], height=0.4, label="|Pearson|")
     ax.barh(pos + 0.2, [abs(f.spearman) for f in top], height=0.4, label="|Spearman|")
-    labels = [f"{f.name}{'' if f.status in ('kept', 'always') else ' (dropped)'}" for f in top]
+    labels = [f"{f.name}{'' if f.status in ('kept', 'always') else ' (not kept)'}" for f in top]
     ax.set_yticks(pos, labels, fontsize=7)
     ax.invert_yaxis()
     ax.set(xlabel="correlation with RTT", title="Feature correlations (training rows)")
@@ -185,5 +185,5 @@ def _save(fig: object, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()  # type: ignore[attr-defined]
-    fig.savefig(path, dpi=90)  # type: ignore[attr-defined]
+    fig.savefig(path, dpi=90, bbox_inches="tight")  # type: ignore[attr-defined]
     plt.close(fig)  # type: ignore[arg-type]
