@@ -7,6 +7,7 @@ import numpy as np
 import orjson
 import pytest
 
+import predictor_runtime.bundle as bundle_mod
 from predictor_runtime.bundle import (
     META_FILE,
     MODEL_FILE,
@@ -121,3 +122,21 @@ def test_feature_naming_follows_the_samples_convention() -> None:
     assert not is_known_feature("backend=")
     assert not is_known_feature("host_cpu_util.median_20s")
     assert not is_known_feature("made_up")
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2-exchange", "two-renames"])
+def test_replace_dir_swaps_whole_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool
+) -> None:
+    if exchange:
+        assert bundle_mod._renameat2() is not None  # Linux with glibc: the atomic path is the one in use
+    else:
+        monkeypatch.setattr(bundle_mod, "_renameat2", lambda: None)
+    old, new = tmp_path / "model", tmp_path / "incoming"
+    old.mkdir()
+    (old / "a").write_text("old")
+    new.mkdir()
+    (new / "b").write_text("new")
+    bundle_mod.replace_dir(new, old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert [p.name for p in old.iterdir()] == ["b"]
