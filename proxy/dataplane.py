@@ -38,7 +38,8 @@ from aiohttp import ClientSession, hdrs, web
 from predictor_runtime.samples import class_value
 
 from .accesslog import AccessLog
-from .balancer.base import Endpoint, RequestInfo
+from .balancer.base import RequestInfo
+from .balancer.endpoint import Endpoint
 from .config import ClassFrom
 from .errors import (
     BodyTooLarge,
@@ -232,21 +233,21 @@ class DataPlane:
         self.in_flight += 1
         try:
             if st.total_s is None:
-                return await self._handle(request, st, ex)
+                return await self._forward(request, st, ex)
             async with asyncio.timeout(st.total_s):
-                return await self._handle(request, st, ex)
+                return await self._forward(request, st, ex)
         except ProxyError as err:  # raised before any byte of a response was sent
             ex.reason = err.reason
             ex.status = err.status
             return error_response(request, err)
         except TimeoutError:  # the total timeout
-            err = UpstreamTimeout(f"no complete response within {st.total_s:g}s")
-            ex.reason = err.reason
+            late = UpstreamTimeout(f"no complete response within {st.total_s:g}s")
+            ex.reason = late.reason
             if ex.response is not None:  # already streaming: cut the connection, never fake an end
                 _abort_client(request)
                 return ex.response
-            ex.status = err.status
-            return error_response(request, err)
+            ex.status = late.status
+            return error_response(request, late)
         except asyncio.CancelledError:
             ex.reason = ex.reason or "client_abort"
             ex.status = ex.status or ClientAborted.status
@@ -255,7 +256,9 @@ class DataPlane:
             self.in_flight -= 1
             self._record(request, ex)
 
-    async def _handle(self, request: web.BaseRequest, st: DataPlaneState, ex: Exchange) -> web.StreamResponse:
+    async def _forward(
+        self, request: web.BaseRequest, st: DataPlaneState, ex: Exchange
+    ) -> web.StreamResponse:
         method = request.method
         if method == "CONNECT":
             raise MethodNotAllowed("CONNECT tunnels are not proxied")
@@ -278,18 +281,6 @@ class DataPlane:
         info = request_info(method, length or 0, request_class(st.class_from, request))
         if rw.upgrade == "websocket":
             return await self._websocket(request, st, ex, rw, info)
-        return await self._forward(request, st, ex, rw, info, length)
-
-    # -- HTTP forwarding ------------------------------------------------------------------------
-    async def _forward(
-        self,
-        request: web.BaseRequest,
-        st: DataPlaneState,
-        ex: Exchange,
-        rw: RewrittenRequest,
-        info: RequestInfo,
-        length: int | None,
-    ) -> web.StreamResponse:
         body: bytes | None = None
         streamed = False
         chunked = False
@@ -319,7 +310,9 @@ class DataPlane:
             ep = st.pool.choose(info, self.rng, now, exclude)
             if ep is None:
                 raise last_error or NoBackend("no healthy backend")
-            route = st.routes[ep.id]
+            route = st.routes.get(ep.id) or self.state.routes.get(ep.id)
+            if route is None:  # (a reload can remove a backend while a request retries)
+                raise last_error or NoBackend(f"backend {ep.id} left the configuration")
             data = prefix + (b"" if rw.host else route.host) + rw.block + b"\r\n"
             if body is not None:
                 data += body
@@ -375,7 +368,14 @@ class DataPlane:
             outcome = Outcome.HTTP_5XX if head.status >= 500 else Outcome.OK
             ex.upstream_status, ex.upstream_s = head.status, rtt
             route.metrics.upstream_duration.observe(rtt)
-            response, outcome = await self._respond(request, st, ex, route, conn, head, outcome)
+            ex.status = head.status
+            if 0 <= head.length <= SMALL_RESPONSE:
+                body = b""
+                if head.length:
+                    body = conn.take_body() if conn.complete else await conn.read_all(head.length)
+                ex.bytes_out = len(body)
+                return self._write_whole(request, st, route, head, body)
+            response, outcome = await self._stream(request, st, ex, route, conn, head, outcome)
             return response
         except ProxyError as err:
             outcome = outcome_for(err)
@@ -410,29 +410,6 @@ class DataPlane:
         except (ConnectionError, OSError) as exc:
             conn.abort(ClientAborted(f"client went away during the upload: {exc}"))
 
-    async def _respond(
-        self,
-        request: web.BaseRequest,
-        st: DataPlaneState,
-        ex: Exchange,
-        route: Route,
-        conn: UpstreamConnection,
-        head: ResponseHead,
-        outcome: Outcome,
-    ) -> tuple[web.StreamResponse, Outcome]:
-        ex.status = head.status
-        if 0 <= head.length <= SMALL_RESPONSE:
-            body = b""
-            if head.length:
-                body = conn.take_body() if conn.complete else await conn.read_all(head.length)
-            ex.bytes_out = len(body)
-            return self._write_whole(request, st, route, head, body), outcome
-        headers = response_headers(head.fields, st.via, drop_length=head.chunked)
-        if st.explain:
-            headers["x-presage-backend"] = route.endpoint.id
-            headers["x-presage-policy"] = st.policy_name
-        return await self._stream(request, ex, conn, head, headers, outcome)
-
     def _write_whole(
         self, request: web.BaseRequest, st: DataPlaneState, route: Route, head: ResponseHead, body: bytes
     ) -> web.StreamResponse:
@@ -465,12 +442,18 @@ class DataPlane:
     async def _stream(
         self,
         request: web.BaseRequest,
+        st: DataPlaneState,
         ex: Exchange,
+        route: Route,
         conn: UpstreamConnection,
         head: ResponseHead,
-        headers: Any,
         outcome: Outcome,
     ) -> tuple[web.StreamResponse, Outcome]:
+        """A long or open-ended body, copied piece by piece as it arrives (bounded memory)."""
+        headers = response_headers(head.fields, st.via, drop_length=head.chunked)
+        if st.explain:
+            headers["x-presage-backend"] = route.endpoint.id
+            headers["x-presage-policy"] = st.policy_name
         response = ProxyStreamResponse(status=head.status, reason=head.reason, headers=headers)
         ex.response = response
         try:

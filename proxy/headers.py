@@ -126,7 +126,7 @@ def rewrite_request(
         block=b"".join(lines),
         host=host,
         request_id=request_id[0].decode("latin-1") if request_id else None,
-        expect_continue=bool(expect) and expect[0].strip().lower() == b"100-continue",
+        expect_continue=expect is not None and expect[0].strip().lower() == b"100-continue",
         upgrade=upgrade[0].decode("latin-1").strip().lower() if upgrade else None,
     )
 

@@ -42,11 +42,18 @@ class ResponseHead:
     status: int
     status_text: bytes  # the status line after the version, e.g. b"200 OK"
     block: bytes  # the field lines as received, CRLF-separated, without the final CRLF
-    fields: list[tuple[bytes, bytes]]  # (name, value) pairs in order, names as received
     length: int  # Content-Length, or -1 when chunked or read to close, 0 when bodiless
     chunked: bool
     keep_alive: bool
     plain: bool  # no hop-by-hop field and no Via: ``block`` can be forwarded as it is
+
+    @property
+    def fields(self) -> list[tuple[bytes, bytes]]:
+        """(name, value) pairs in order, names as received (split on demand: rarely needed)."""
+        if not self.block:
+            return []
+        pairs = (line.partition(b":") for line in self.block.split(b"\r\n"))
+        return [(name, value.strip(b" \t")) for name, _, value in pairs]
 
     @property
     def reason(self) -> str:
@@ -58,51 +65,58 @@ class ResponseHead:
         return self.length < 0 and not self.chunked
 
 
-# A field line: a token, a colon, then no CR, LF or NUL (RFC 9112 section 5; obs-fold rejected).
-_FIELD_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\x00]*")
-_SPECIAL_FIELDS = frozenset(
-    {b"content-length", b"transfer-encoding", b"connection", b"via", b"keep-alive", b"proxy-connection",
-     b"te", b"upgrade", b"trailer"}
+# The field block, validated in one regex pass: lines of a token, a colon, then no CR, LF or NUL
+# (RFC 9112 section 5; obs-fold and whitespace before the colon are rejected).
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_FIELD_BLOCK = re.compile(rb"%s:[^\r\n\x00]*(?:\r\n%s:[^\r\n\x00]*)*" % (_TOKEN, _TOKEN))
+# The fields that change framing or are hop-by-hop. They are looked up as "\r\n<name>:" in the
+# lower-cased block: a few substring searches instead of splitting every line (the block is valid).
+_SPECIAL_NAMES = (
+    b"content-length", b"transfer-encoding", b"connection", b"via", b"keep-alive", b"proxy-connection",
+    b"te", b"upgrade", b"trailer",
 )  # fmt: skip
+_NEEDLES = tuple((name, b"\r\n" + name + b":") for name in _SPECIAL_NAMES)
+
+
+def _special_fields(block: bytes) -> dict[bytes, list[bytes]]:
+    low = b"\r\n" + block.lower()
+    found: dict[bytes, list[bytes]] = {}
+    for name, needle in _NEEDLES:
+        at = low.find(needle)
+        while at >= 0:
+            start = at + len(needle)
+            end = low.find(b"\r\n", start)
+            end = len(low) if end < 0 else end
+            found.setdefault(name, []).append(low[start:end].strip(b" \t"))
+            at = low.find(needle, end)
+    return found
 
 
 def _tokens(values: list[bytes]) -> list[bytes]:
-    return [t.strip().lower() for v in values for t in v.split(b",") if t.strip()]
+    return [t.strip() for v in values for t in v.split(b",") if t.strip()]
 
 
 def parse_head(raw: bytes, head_request: bool) -> ResponseHead:
     """Parse a status line and field block (without the final empty line)."""
     status_line, _, block = raw.partition(b"\r\n")
     version, status, status_text = _status_line(status_line)
-    fields: list[tuple[bytes, bytes]] = []
     special: dict[bytes, list[bytes]] = {}
     if block:
-        lines = block.split(b"\r\n")
-        if len(lines) > MAX_FIELDS:
+        if _FIELD_BLOCK.fullmatch(block) is None:
+            raise ProtocolError(f"bad header field in {block[:120]!r}")
+        if block.count(b"\r\n") >= MAX_FIELDS:
             raise ProtocolError("too many header fields")
-        for line in lines:
-            if _FIELD_LINE.fullmatch(line) is None:
-                raise ProtocolError(f"bad header field {line[:80]!r}")
-            name, _, value = line.partition(b":")
-            value = value.strip(b" \t")
-            fields.append((name, value))
-            lname = name.lower()
-            if lname in _SPECIAL_FIELDS:
-                special.setdefault(lname, []).append(value)
-    connection = _tokens(special.get(b"connection", []))
-    keep_alive = version == b"1.1" and b"close" not in connection
-    plain = not special.keys() - {b"content-length"}
+        special = _special_fields(block)
+    keep_alive = version == b"1.1" and b"close" not in _tokens(special.get(b"connection", []))
+    plain = not special or special.keys() == {b"content-length"}
     if head_request or status < 200 or status in (204, 304):
-        return ResponseHead(version, status, status_text, block, fields, 0, False, keep_alive, plain)
+        return ResponseHead(version, status, status_text, block, 0, False, keep_alive, plain)
     codings = _tokens(special.get(b"transfer-encoding", []))
     if codings:  # RFC 9112 6.3: Transfer-Encoding overrides Content-Length
         chunked = codings[-1] == b"chunked"
-        return ResponseHead(
-            version, status, status_text, block, fields, -1, chunked, keep_alive and chunked, False
-        )
+        return ResponseHead(version, status, status_text, block, -1, chunked, keep_alive and chunked, False)
     length = _content_length(special.get(b"content-length"))
-    keep_alive = keep_alive and length >= 0
-    return ResponseHead(version, status, status_text, block, fields, length, False, keep_alive, plain)
+    return ResponseHead(version, status, status_text, block, length, False, keep_alive and length >= 0, plain)
 
 
 def _status_line(line: bytes) -> tuple[bytes, int, bytes]:
@@ -172,8 +186,11 @@ class ResponseParser:
         self.head = None
 
     def feed(self, data: bytes) -> None:
-        if self._state == _LENGTH and not self._buf:
-            data = self._feed_length(data)  # the common case: body bytes, no copying
+        if not self._buf:  # the common cases, without copying into the buffer
+            if self._state == _HEAD:
+                data = self._feed_head(data)
+            if self._state == _LENGTH and data:
+                data = self._feed_length(data)
             if not data:
                 return
         self._buf += data
@@ -187,6 +204,14 @@ class ResponseParser:
             self._finish()
         elif self._state != _DONE:
             raise ProtocolError("connection closed before the response was complete")
+
+    def _feed_head(self, data: bytes) -> bytes:
+        """A whole head at the start of ``data``: parse it in place and return the rest."""
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or end > MAX_HEAD_BYTES:
+            return data  # partial (or oversized): the buffered path handles and limits it
+        self._head_parsed(parse_head(data[:end], self._head_request))
+        return data[end + 4 :]
 
     def _feed_length(self, data: bytes) -> bytes:
         take = min(self._remaining, len(data))
@@ -220,8 +245,12 @@ class ResponseParser:
             raise ProtocolError("response head too large")
         head = parse_head(bytes(self._buf[:end]), self._head_request)
         del self._buf[: end + 4]
+        self._head_parsed(head)
+        return True
+
+    def _head_parsed(self, head: ResponseHead) -> None:
         if 100 <= head.status < 200 and head.status != 101:
-            return True  # interim response (e.g. 103 Early Hints): the final one follows
+            return  # interim response (e.g. 103 Early Hints): the final one follows
         self.head = head
         self.on_head(head)
         if head.chunked:
@@ -232,7 +261,6 @@ class ResponseParser:
             self._state = _EOF
         else:
             self._finish()
-        return True
 
     def _step_chunked(self, state: int) -> bool:
         if state == _CHUNK_DATA:
