@@ -167,10 +167,9 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"presage exited with {proc.returncode}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:
+            if resp.status == 200:
+                return
         time.sleep(0.1)
     raise RuntimeError("presage did not become ready")
 

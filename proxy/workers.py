@@ -41,6 +41,7 @@ CRASH_WINDOW_S = 5.0  # a worker dying sooner than this after start counts as a 
 MAX_QUICK_CRASHES = 3
 KILL_MARGIN_S = 10.0  # after drain delay + grace, stragglers are killed
 PR_SET_PDEATHSIG = 1
+FORWARDED = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
 
 
 def reserve_port(address: HostPort) -> socket.socket:
@@ -123,7 +124,13 @@ class Supervisor:
             name=f"presage-worker-{index}",
             daemon=False,
         )
-        process.start()
+        # Signals stay blocked across the fork until the child has replaced the parent's handlers:
+        # a SIGTERM landing in between must not run the supervisor's handler in the child.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         self.children[index] = _Child(index, process, time.monotonic())
 
     def _wait_loop(self) -> int:
@@ -219,7 +226,8 @@ def _worker_entry(running: ProxyConfig, configured: ProxyConfig, argv: list[str]
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker's loop takes over
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's ^C reaches the parent, which drains us
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # before the loop runs there is nothing to drain
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
     _die_with_parent()
     metrics.use_multiprocess_values()
     code = run_worker(running, _reloader(running, configured, argv), reuse_port=True)

@@ -46,7 +46,12 @@ class ProxyProcess:
         self.proc.send_signal(sig)
 
     async def exit_code(self, within_s: float) -> int:
-        return await asyncio.wait_for(self.proc.wait(), within_s)
+        try:
+            return await asyncio.wait_for(self.proc.wait(), within_s)
+        except TimeoutError:
+            raise AssertionError(
+                f"no exit within {within_s}s:\n{self.log.decode(errors='replace')}"
+            ) from None
 
     async def close(self) -> None:
         if self.proc.returncode is None:
@@ -196,6 +201,14 @@ async def test_two_workers_share_the_port_and_the_metrics(backends, processes, t
             return await metric(client, proxy.admin, reloads) == 2
 
         await eventually(both_reloaded)
+
+    workers[0].kill()  # a crashed worker is replaced by the supervisor
+
+    async def replaced() -> bool:
+        pids_now = {c.pid for c in parent.children()}
+        return len(pids_now) == 2 and workers[0].pid not in pids_now
+
+    await eventually(replaced)
     proxy.signal(signal.SIGTERM)
     assert await proxy.exit_code(15) == 0
     assert not await asyncio.to_thread(os.path.exists, metrics_dir)
