@@ -249,8 +249,9 @@ class DataPlane:
             ex.status = late.status
             return error_response(request, late)
         except asyncio.CancelledError:
-            ex.reason = ex.reason or "client_abort"
-            ex.status = ex.status or ClientAborted.status
+            if ex.status != 101:  # an upgraded connection ends when the client leaves: no abort
+                ex.reason = ex.reason or "client_abort"
+                ex.status = ex.status or ClientAborted.status
             raise
         finally:
             self.in_flight -= 1
