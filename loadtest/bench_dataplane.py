@@ -14,7 +14,11 @@ Per target, from a separate load-generator process (``loadtest.dataplane_load``)
 2. **latency at half load**: open loop at half of that target's own maximum, latency counted
    from each request's due time (no coordinated omission);
 3. **added latency**: the same open-loop rate sent straight to the backends, right after, so that
-   ``target - direct`` compares like with like on a machine whose load drifts.
+   ``target - direct`` compares like with like on a machine whose load drifts (the ``direct`` row's
+   own "added" figures compare two identical runs: they are the noise floor).
+
+Every target is measured once per round (``--rounds``, order rotated), and the table shows the
+median over rounds.
 
 The proxies run with access logs off and health checks at their defaults. The load generator,
 the backends and the target share the machine's cores, which is the point on a 2-core box: a
@@ -34,11 +38,12 @@ import os
 import platform
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,36 +67,70 @@ def free_port() -> int:
 @dataclass
 class Settings:
     backends: int = 2
-    duration_s: float = 3.0
+    duration_s: float = 2.0
     connections: int = 32
     workers: int = 2
+    rounds: int = 3
+    budget_s: float = 220.0  # no round is started that would end past this
     policies: tuple[str, ...] = POLICIES
     external: bool = True
 
 
 @dataclass
-class Row:
-    target: str
+class Trial:
+    """One round of one target: its maximum, and latency at half of it, with the direct baseline."""
+
     max: dict[str, Any]
-    half: dict[str, Any] = field(default_factory=dict)
-    direct_at_half: dict[str, Any] = field(default_factory=dict)
+    half: dict[str, Any]
+    direct_at_half: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"max": self.max, "half": self.half, "direct_at_half": self.direct_at_half}
+
+
+@dataclass
+class Row:
+    """A target over all rounds; the table shows medians (noise on a shared box is one-sided)."""
+
+    target: str
+    trials: list[Trial] = field(default_factory=list)
+
+    def median(self, fn: Callable[[Trial], float]) -> float:
+        return float(statistics.median(fn(t) for t in self.trials))
+
+    @property
+    def max_rps(self) -> float:
+        return self.median(lambda t: t.max["rps"])
+
+    @property
+    def p50_ms(self) -> float:
+        return self.median(lambda t: t.half["p50_ms"])
+
+    @property
+    def p99_ms(self) -> float:
+        return self.median(lambda t: t.half["p99_ms"])
+
+    @property
+    def half_rps(self) -> float:
+        return self.median(lambda t: t.half["rps"])
 
     @property
     def added_p50_ms(self) -> float:
-        return float(self.half["p50_ms"] - self.direct_at_half["p50_ms"])
+        return self.median(lambda t: t.half["p50_ms"] - t.direct_at_half["p50_ms"])
 
     @property
     def added_p99_ms(self) -> float:
-        return float(self.half["p99_ms"] - self.direct_at_half["p99_ms"])
+        return self.median(lambda t: t.half["p99_ms"] - t.direct_at_half["p99_ms"])
 
     def as_json(self) -> dict[str, Any]:
         return {
             "target": self.target,
-            "max": self.max,
-            "half": self.half,
-            "direct_at_half": self.direct_at_half,
+            "max_rps": self.max_rps,
+            "p50_ms_at_half": self.p50_ms,
+            "p99_ms_at_half": self.p99_ms,
             "added_p50_ms": self.added_p50_ms,
             "added_p99_ms": self.added_p99_ms,
+            "rounds": [t.as_json() for t in self.trials],
         }
 
 
@@ -138,7 +177,7 @@ def backend_processes(n: int) -> Iterator[list[str]]:
 
 
 @contextlib.contextmanager
-def presage(urls: Sequence[str], policy: str, workers: int) -> Iterator[str]:
+def presage(urls: Sequence[str], policy: str, workers: int) -> Iterator[str | None]:
     port, admin = free_port(), free_port()
     command = [
         sys.executable, "-m", "proxy.main",
@@ -194,35 +233,69 @@ def _listening(process: Any) -> bool:
     return False
 
 
-def measure(name: str, address: str, backends: Sequence[str], settings: Settings) -> Row:
+def measure(name: str, address: str, backends: Sequence[str], settings: Settings) -> Trial:
     peak = load([address], settings)
-    row = Row(name, peak)
     rate = max(peak["rps"] / 2.0, 1.0)
-    row.half = load([address], settings, rate=rate)
-    row.direct_at_half = load(backends, settings, rate=rate)
+    trial = Trial(peak, load([address], settings, rate=rate), load(backends, settings, rate=rate))
     log.info(
         "%-28s max %8.0f req/s  p50 %.3f ms  added p50 %+.3f ms at %.0f req/s",
-        name, peak["rps"], row.half["p50_ms"], row.added_p50_ms, rate,
+        name, peak["rps"], trial.half["p50_ms"], trial.half["p50_ms"] - trial.direct_at_half["p50_ms"], rate,
     )  # fmt: skip
-    return row
+    return trial
+
+
+Target = tuple[str, Callable[[list[str]], contextlib.AbstractContextManager[str | None]]]
+
+
+def targets(settings: Settings) -> list[Target]:
+    """(name, urls -> context manager yielding the address to load, or None when unavailable)."""
+    out: list[Target] = [("direct", _direct)]
+    for policy in settings.policies:
+        out.append((f"presage-{policy} (w{settings.workers})", _presage_target(policy, settings.workers)))
+    if settings.external:
+        out.append(("haproxy-leastconn", lambda urls: _external(start_haproxy(urls, free_port()))))
+        out.append(("nginx-least_conn", lambda urls: _external(start_nginx(urls, free_port()))))
+    return out
+
+
+@contextlib.contextmanager
+def _direct(urls: list[str]) -> Iterator[str | None]:
+    yield ",".join(u.removeprefix("http://") for u in urls)
+
+
+def _presage_target(
+    policy: str, workers: int
+) -> Callable[[list[str]], contextlib.AbstractContextManager[str | None]]:
+    return lambda urls: presage(urls, policy, workers)
+
+
+@contextlib.contextmanager
+def _external(lb: ExternalLB | None) -> Iterator[str | None]:
+    if lb is None:
+        yield None
+        return
+    with lb:
+        yield f"127.0.0.1:{lb.port}"
 
 
 def run(settings: Settings) -> list[Row]:
-    rows: list[Row] = []
+    """Every target once per round; the order rotates so that no target always runs last."""
+    plan = targets(settings)
+    rows = {name: Row(name) for name, _ in plan}
+    started = time.monotonic()
     with backend_processes(settings.backends) as addresses:
         urls = [f"http://{a}" for a in addresses]
-        rows.append(measure("direct", ",".join(addresses), addresses, settings))
-        for policy in settings.policies:
-            with presage(urls, policy, settings.workers) as address:
-                rows.append(measure(f"presage-{policy} (w{settings.workers})", address, addresses, settings))
-        if settings.external:
-            for start in (start_haproxy, start_nginx):
-                lb: ExternalLB | None = start(urls, free_port())
-                if lb is None:
-                    continue
-                with lb:
-                    rows.append(measure(lb.name, f"127.0.0.1:{lb.port}", addresses, settings))
-    return rows
+        for round_ in range(settings.rounds):
+            elapsed = time.monotonic() - started
+            if round_ and elapsed / round_ * (round_ + 1) > settings.budget_s:
+                log.warning("stopping after %d rounds to stay within %.0f s", round_, settings.budget_s)
+                break
+            shift = round_ % len(plan)
+            for name, make in plan[shift:] + plan[:shift]:
+                with make(urls) as address:
+                    if address is not None:
+                        rows[name].trials.append(measure(name, address, addresses, settings))
+    return [row for row in rows.values() if row.trials]
 
 
 def table(rows: Sequence[Row]) -> str:
@@ -233,11 +306,11 @@ def table(rows: Sequence[Row]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        ratio = f"{r.max['rps'] / haproxy.max['rps']:.0%}" if haproxy else "n/a"
-        added = ("-", "-") if r.target == "direct" else (f"{r.added_p50_ms:+.3f}", f"{r.added_p99_ms:+.3f}")
+        ratio = f"{r.max_rps / haproxy.max_rps:.0%}" if haproxy else "n/a"
+        added = (f"{r.added_p50_ms:+.3f}", f"{r.added_p99_ms:+.3f}")
         lines.append(
-            f"| {r.target} | {r.max['rps']:.0f} | {ratio} | {r.half['p50_ms']:.3f} | {r.half['p99_ms']:.3f} "
-            f"| {added[0]} | {added[1]} | {r.half['rps']:.0f} |"
+            f"| {r.target} | {r.max_rps:.0f} | {ratio} | {r.p50_ms:.3f} | {r.p99_ms:.3f} "
+            f"| {added[0]} | {added[1]} | {r.half_rps:.0f} |"
         )
     return "\n".join(lines)
 
@@ -248,7 +321,7 @@ def verdict(rows: Sequence[Row]) -> dict[str, Any]:
     for r in rows:
         if not r.target.startswith("presage"):
             continue
-        ratio = r.max["rps"] / haproxy.max["rps"] if haproxy else None
+        ratio = r.max_rps / haproxy.max_rps if haproxy else None
         out[r.target] = {
             "ratio_vs_haproxy": ratio,
             "ratio_met": ratio is not None and ratio >= TARGET_RATIO,
@@ -276,7 +349,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", default="out/bench_dataplane.json", help="JSON result path")
     parser.add_argument("--backends", type=int, default=2, help="backend processes (default 2)")
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per load phase (default 3)")
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds per load phase (default 2)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds over all targets; medians shown (default 3)"
+    )
     parser.add_argument("--connections", type=int, default=32, help="load-generator connections (default 32)")
     parser.add_argument("--workers", type=int, default=2, help="Presage workers (default 2)")
     parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated Presage policies")
@@ -288,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         duration_s=args.duration,
         connections=args.connections,
         workers=args.workers,
+        rounds=args.rounds,
         policies=tuple(p for p in args.policies.split(",") if p),
         external=not args.no_external,
     )
