@@ -39,7 +39,7 @@ from .admin import make_admin_app
 from .balancer.endpoint import Endpoint
 from .balancer.registry import make_policy
 from .config import ConfigError, ProxyConfig
-from .dataplane import NO_BACKEND, DataPlane, DataPlaneState, Route
+from .dataplane import DataPlane, DataPlaneState, Route
 from .errors import ProxyError
 from .headers import ForwardingPolicy
 from .health import ActiveHealthChecker
@@ -365,8 +365,6 @@ class Worker:
             return
         for row in self.state.pool.snapshot_json(self.clock()):
             backend = str(row.get("id"))
-            if backend == NO_BACKEND:
-                continue
             children = self.backend_metrics(backend)
             children.in_flight.set(float(row.get("in_flight", 0)))
             children.up.set(1.0 if row.get("healthy", True) else 0.0)
@@ -379,7 +377,7 @@ class Worker:
 
     def _rejected(self, request: web.BaseRequest, error: ProxyError) -> None:
         """A request the HTTP parser refused: count and log it like any other."""
-        self._none_metrics().request(error.status, "http1").inc()
+        self.metrics.unrouted.request(error.status, "http1").inc()
         if self.access_log.wanted(True):
             self.access_log.write(
                 {
@@ -394,9 +392,6 @@ class Worker:
                     "detail": error.detail,
                 }
             )
-
-    def _none_metrics(self) -> BackendMetrics:
-        return self.backend_metrics(NO_BACKEND)
 
 
 def install_uvloop() -> bool:

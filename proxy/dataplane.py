@@ -69,7 +69,6 @@ from .websocket import bridge, connect_upstream
 IDEMPOTENT: frozenset[str] = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 BUFFER_LIMIT = 64 * 1024  # request bodies up to this are read before sending, so they can be replayed
 SMALL_RESPONSE = 64 * 1024  # response bodies up to this are answered in one write
-NO_BACKEND = "none"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -99,7 +98,6 @@ class DataPlaneState:
     max_body_bytes: int
     class_from: ClassFrom | None
     explain: bool
-    via: str = "1.1 presage"
     via_line: bytes = b"Via: 1.1 presage\r\n"
 
 
@@ -225,7 +223,6 @@ class DataPlane:
         self.in_flight = 0
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}{random.getrandbits(24):06x}-"
-        self._none_metrics = metrics.for_backend(NO_BACKEND)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         st = self.state
@@ -428,7 +425,7 @@ class DataPlane:
         block = head.block if head.plain else raw_response_block(head.fields)
         if block:
             parts += (block, b"\r\n")
-        parts.append(st.via_line)
+        parts.append(st.via_line if head.version == b"1.1" else b"Via: 1.0 presage\r\n")
         if st.explain:
             parts += (b"x-presage-backend: ", route.endpoint.id.encode(), b"\r\nx-presage-policy: ",
                       st.policy_name.encode(), b"\r\n")  # fmt: skip
@@ -451,7 +448,7 @@ class DataPlane:
         outcome: Outcome,
     ) -> tuple[web.StreamResponse, Outcome]:
         """A long or open-ended body, copied piece by piece as it arrives (bounded memory)."""
-        headers = response_headers(head.fields, st.via, drop_length=head.chunked)
+        headers = response_headers(head.fields, f"{head.version.decode()} presage", drop_length=head.chunked)
         if st.explain:
             headers["x-presage-backend"] = route.endpoint.id
             headers["x-presage-policy"] = st.policy_name
@@ -517,8 +514,8 @@ class DataPlane:
         duration = self.clock() - ex.start
         status = ex.status or 500
         route = self.state.routes.get(ex.backend) if ex.backend else None
-        backend_metrics = route.metrics if route is not None else self._none_metrics
-        backend_metrics.request(status, "ws" if status == 101 else "http1").inc()
+        counters = route.metrics.requests if route is not None else self.metrics.unrouted
+        counters.request(status, "ws" if status == 101 else "http1").inc()
         self.metrics.request_duration.observe(duration)
         log = self.access_log
         if log.enabled and log.wanted(ex.reason is not None or status >= 500):

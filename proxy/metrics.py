@@ -34,6 +34,7 @@ from prometheus_client import (
 from . import __version__
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+UNROUTED = "none"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -60,6 +61,22 @@ def use_multiprocess_values() -> None:
 
 
 @dataclass(slots=True)
+class RequestCounters:
+    """``presage_requests_total`` children of one backend, created on a code's first use."""
+
+    backend: str
+    family: Counter
+    by_code: dict[tuple[int, str], Counter] = field(default_factory=dict)
+
+    def request(self, status: int, protocol: str) -> Counter:
+        child = self.by_code.get((status, protocol))
+        if child is None:
+            child = self.family.labels(self.backend, str(status), protocol)
+            self.by_code[(status, protocol)] = child
+        return child
+
+
+@dataclass(slots=True)
 class BackendMetrics:
     """The cached children for one backend."""
 
@@ -71,15 +88,10 @@ class BackendMetrics:
     ejections: Counter
     predicted_latency: Gauge
     feature_age: Gauge
-    _requests: Counter
-    by_code: dict[tuple[int, str], Counter] = field(default_factory=dict)
+    requests: RequestCounters
 
     def request(self, status: int, protocol: str) -> Counter:
-        child = self.by_code.get((status, protocol))
-        if child is None:
-            child = self._requests.labels(self.backend, str(status), protocol)
-            self.by_code[(status, protocol)] = child
-        return child
+        return self.requests.request(status, protocol)
 
 
 class Metrics:
@@ -123,6 +135,8 @@ class Metrics:
         )  # fmt: skip
         self._prediction_metrics(r)
         self.build_info.labels(__version__, platform.python_version()).set(1)
+        # requests answered without a backend (refused, no backend available): backend="none"
+        self.unrouted = RequestCounters(UNROUTED, self.requests)
         for result in ("success", "error"):
             self.config_reloads.labels(result)
 
@@ -162,7 +176,7 @@ class Metrics:
             ejections=self.ejections.labels(backend),
             predicted_latency=self.predicted_latency.labels(backend),
             feature_age=self.feature_age.labels(backend),
-            _requests=self.requests,
+            requests=RequestCounters(backend, self.requests),
         )
 
     def forget_backend(self, backend: str) -> None:
