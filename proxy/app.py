@@ -54,6 +54,7 @@ log = logging.getLogger("presage.app")
 
 RESTART_ONLY = ("listen", "admin", "workers")
 SYNC_INTERVAL_S = 1.0
+RUNNER_SHUTDOWN_S = 0.5  # aiohttp waits this twice: for handlers to end, then after cancelling them
 
 
 class Worker:
@@ -114,7 +115,8 @@ class Worker:
             await self._admin_runner.setup()
             assert self.dataplane is not None
             server = ProxyServer(self.dataplane.handle, on_rejected=self._rejected)
-            self._data_runner = web.ServerRunner(server, shutdown_timeout=self.config.grace_s)
+            # in-flight requests get grace_s in stop(); the runner's own wait only covers stragglers
+            self._data_runner = web.ServerRunner(server, shutdown_timeout=RUNNER_SHUTDOWN_S)
             await self._data_runner.setup()
             self.listen_port = await self._bind(
                 self._data_runner, self.config.listen.host, self.config.listen.port
@@ -145,10 +147,16 @@ class Worker:
         if config.drain_delay_s > 0:
             log.info("draining: /readyz is 503 for %.1fs before the listener closes", config.drain_delay_s)
             await asyncio.sleep(config.drain_delay_s)
-        in_flight = self.dataplane.in_flight if self.dataplane else 0
-        log.info(
-            "closing the listener; %d requests in flight, up to %.1fs to finish", in_flight, config.grace_s
-        )
+        if self._data_runner is not None:
+            for site in list(self._data_runner.sites):
+                await site.stop()  # stop accepting; open connections keep being served
+        if self.dataplane is not None and self.dataplane.in_flight:
+            log.info(
+                "listener closed; %d requests in flight, up to %.1fs to finish",
+                self.dataplane.in_flight, config.grace_s,
+            )  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.dataplane.idle(), config.grace_s)
         await self._cleanup()
         log.info("stopped")
 

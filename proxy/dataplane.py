@@ -221,8 +221,15 @@ class DataPlane:
         self.rng = rng or random.Random()
         self.clock = clock
         self.in_flight = 0
+        self._idle = asyncio.Event()
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}{random.getrandbits(24):06x}-"
+
+    async def idle(self) -> None:
+        """Return once no request is in flight (a draining worker waits for this)."""
+        while self.in_flight:
+            self._idle.clear()
+            await self._idle.wait()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         st = self.state
@@ -252,6 +259,8 @@ class DataPlane:
             raise
         finally:
             self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
             self._record(request, ex)
 
     async def _forward(

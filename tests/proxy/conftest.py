@@ -136,7 +136,7 @@ def _backend_app(backend: Backend) -> web.Application:
 
 async def start_backend(name: str) -> Backend:
     backend = Backend(name, 0, None)  # type: ignore[arg-type]
-    runner = web.AppRunner(_backend_app(backend), access_log=None)
+    runner = web.AppRunner(_backend_app(backend), access_log=None, shutdown_timeout=0.2)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

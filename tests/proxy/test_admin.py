@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 CONTRACT_METRICS = {
@@ -112,3 +114,18 @@ async def test_ejections_and_retries_are_counted(backends, proxy, client, dead_u
     assert samples["presage_retries_total"][()] >= 1
     assert samples["presage_ejections_total"][(("backend", "b1"),)] == 1
     assert samples["presage_backend_ejected"][(("backend", "b1"),)] == 1
+
+
+async def test_stop_gives_in_flight_requests_grace_s_then_cuts_them(backends, proxy, client) -> None:
+    (b1,) = await backends(1)
+    running = await proxy([b1.url], grace_s=0.3)
+    slow = asyncio.create_task(client.get(f"{running.url}/slow?delay=4"))
+    await asyncio.sleep(0.2)
+    started = asyncio.get_running_loop().time()
+    await running.worker.stop()
+    assert (
+        asyncio.get_running_loop().time() - started < 3.0
+    )  # grace_s, then at most 2 x RUNNER_SHUTDOWN_S: well before the answer
+    with pytest.raises(aiohttp.ClientError):
+        resp = await slow
+        await resp.read()
