@@ -96,7 +96,8 @@ async def test_backends_endpoint_reports_state(backends, proxy, client) -> None:
     assert set(rows) == {"b1", "b2"}
     for row in rows.values():
         assert row["healthy"] is True and row["ejected"] is False
-        assert row["in_flight"] == 0 and row["ewma_s"] > 0 and "ejections" in row
+        assert row["in_flight"] == 0 and row["ewma_s"] >= 0 and "ejections" in row
+    assert max(row["ewma_s"] for row in rows.values()) > 0  # the backend that answered has an estimate
 
 
 async def test_ejections_and_retries_are_counted(backends, proxy, client, dead_url) -> None:
