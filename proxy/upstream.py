@@ -2,11 +2,11 @@
 
 The request path needs three things from an upstream client: reuse a warm connection, write
 bytes, and hand back the response head and body pieces with back-pressure. This module does only
-that, on asyncio protocols and the ``http1`` parser, because it runs once per proxied request:
-forwarding through ``aiohttp.ClientSession`` measured ~190 us of CPU per request on the benchmark
-machine against ~25 us for a bare protocol, and capped ``--workers 2`` at a third of HAProxy's
-throughput (see ``loadtest/bench_dataplane.py``). The worker's ``ClientSession`` is still used
-where its generality pays: WebSocket upgrades and health checks.
+that, on asyncio protocols and the ``http1`` parser, because it runs once per proxied request: on
+the benchmark machine an ``aiohttp.ClientSession`` request costs ~190 us of CPU by itself (a bare
+asyncio protocol exchange ~25 us), more than the rest of the proxy's work for a small request.
+The worker's ``ClientSession`` is still used where its generality pays: WebSocket upgrades and
+health checks.
 
 Per backend (``Origin``): a LIFO stack of idle connections (the most recently used one is the
 warmest and least likely to have been closed by the backend's keep-alive timer), a cap on open

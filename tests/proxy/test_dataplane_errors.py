@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -141,3 +142,15 @@ async def test_stale_keep_alive_connection_is_retried_on_a_fresh_one(proxy, clie
         async with client.get(f"{running.url}/") as resp:
             assert resp.status == 200
     assert answered == 3
+
+
+async def test_refused_requests_are_logged_and_counted(backends, proxy, client, raw) -> None:
+    (b1,) = await backends(1)
+    running = await proxy([b1.url])
+    await raw(running.port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 17000 + b"\r\n\r\n")
+    async with client.get(f"{running.admin}/metrics") as resp:
+        text = await resp.text()
+    assert 'presage_requests_total{backend="none",code="431",protocol="http1"} 1.0' in text
+    await running.worker.stop()
+    (line,) = [json.loads(x) for x in running.access_log.read_text().splitlines()]
+    assert line["status"] == 431 and line["reason"] == "headers_too_large" and line["peer"] == "127.0.0.1"
