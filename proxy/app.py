@@ -158,6 +158,7 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.dataplane.idle(), config.grace_s)
         await self._cleanup()
+        self.metrics.flush()  # with several workers the values outlive this process
         log.info("stopped")
 
     async def _cleanup(self) -> None:
@@ -355,8 +356,7 @@ class Worker:
         kept = {b.id for b in new.backends}
         for spec in old.backends:
             if spec.id not in kept:
-                self.metrics.forget_backend(spec.id)
-                self._backend_metrics.pop(spec.id, None)
+                self.metrics.forget_backend(spec.id, self._backend_metrics.pop(spec.id, None))
                 self._ejections_seen.pop(spec.id, None)
         assert self.upstream is not None
         self.upstream.retain({b.url for b in new.backends})
@@ -368,7 +368,8 @@ class Worker:
             self.sync_gauges()
 
     def sync_gauges(self) -> None:
-        """Copy live per-backend state into the gauges (1 Hz, never per request)."""
+        """Copy live per-backend state into the gauges and flush batched metrics (1 Hz)."""
+        self.metrics.flush()
         if self.dataplane is None:
             return
         for row in self.state.pool.snapshot_json(self.clock()):

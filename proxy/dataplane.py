@@ -525,7 +525,7 @@ class DataPlane:
         route = self.state.routes.get(ex.backend) if ex.backend else None
         counters = route.metrics.requests if route is not None else self.metrics.unrouted
         counters.request(status, "ws" if status == 101 else "http1").inc()
-        self.metrics.request_duration.observe(duration)
+        self.metrics.request_duration_batched.observe(duration)
         log = self.access_log
         if log.enabled and log.wanted(ex.reason is not None or status >= 500):
             log.write(

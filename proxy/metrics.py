@@ -6,6 +6,13 @@ per-backend child is created when a backend set is installed (``BackendMetrics``
 ``requests_total`` child for a status code is created on its first use and then cached (linkerd's
 ``MetricFamilies::register``).
 
+The request path does not touch prometheus-client values either: each observation costs a lock
+(and, with several workers, an mmap write), five of them per request. ``BatchedCounter`` and
+``BatchedHistogram`` add to plain numbers (a histogram finds its bucket with ``bisect``, as
+prometheus-client's own ``observe`` would) and ``Metrics.flush`` moves the sums into the real
+children once a second and before every scrape, so ``/metrics`` is never staler than a second
+for another worker and exact for the worker answering.
+
 With ``--workers N > 1`` the parent points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory
 before starting the workers; values then live in per-process mmap files and ``/metrics`` on any
 worker aggregates all of them (prometheus-client's multiprocess mode). Gauges declare how they
@@ -15,6 +22,7 @@ aggregate across workers: in-flight sums, ``up`` takes the minimum (down in any 
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import platform
@@ -60,20 +68,70 @@ def use_multiprocess_values() -> None:
     values.ValueClass = values.get_value_class()
 
 
+class BatchedCounter:
+    """A counter child whose increments are summed locally and added on ``flush``."""
+
+    __slots__ = ("child", "pending")
+
+    def __init__(self, child: Counter) -> None:
+        self.child = child
+        self.pending = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.pending += amount
+
+    def flush(self) -> None:
+        if self.pending:
+            pending, self.pending = self.pending, 0.0
+            self.child.inc(pending)
+
+
+class BatchedHistogram:
+    """A histogram child whose observations are bucketed locally and added on ``flush``.
+
+    Bucket ``i`` counts values ``<= bounds[i]`` and above the previous bound, exactly as
+    prometheus-client's ``Histogram.observe`` files them (its buckets are cumulated at export).
+    """
+
+    __slots__ = ("bounds", "child", "counts", "total")
+
+    def __init__(self, child: Histogram) -> None:
+        self.child = child
+        self.bounds: list[float] = list(child._upper_bounds)
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def flush(self) -> None:
+        counts = self.counts
+        if not any(counts):
+            return
+        self.counts, self.total, total = [0] * len(self.bounds), 0.0, self.total
+        for bucket, n in zip(self.child._buckets, counts, strict=True):
+            if n:
+                bucket.inc(n)
+        self.child._sum.inc(total)
+
+
 @dataclass(slots=True)
 class RequestCounters:
     """``presage_requests_total`` children of one backend, created on a code's first use."""
 
     backend: str
     family: Counter
-    by_code: dict[tuple[int, str], Counter] = field(default_factory=dict)
+    batched: list[BatchedCounter | BatchedHistogram]
+    by_code: dict[tuple[int, str], BatchedCounter] = field(default_factory=dict)
 
-    def request(self, status: int, protocol: str) -> Counter:
-        child = self.by_code.get((status, protocol))
-        if child is None:
-            child = self.family.labels(self.backend, str(status), protocol)
-            self.by_code[(status, protocol)] = child
-        return child
+    def request(self, status: int, protocol: str) -> BatchedCounter:
+        counter = self.by_code.get((status, protocol))
+        if counter is None:
+            counter = BatchedCounter(self.family.labels(self.backend, str(status), protocol))
+            self.by_code[(status, protocol)] = counter
+            self.batched.append(counter)
+        return counter
 
 
 @dataclass(slots=True)
@@ -81,7 +139,7 @@ class BackendMetrics:
     """The cached children for one backend."""
 
     backend: str
-    upstream_duration: Histogram
+    upstream_duration: BatchedHistogram
     in_flight: Gauge
     up: Gauge
     ejected: Gauge
@@ -90,7 +148,7 @@ class BackendMetrics:
     feature_age: Gauge
     requests: RequestCounters
 
-    def request(self, status: int, protocol: str) -> Counter:
+    def request(self, status: int, protocol: str) -> BatchedCounter:
         return self.requests.request(status, protocol)
 
 
@@ -135,8 +193,10 @@ class Metrics:
         )  # fmt: skip
         self._prediction_metrics(r)
         self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.batched: list[BatchedCounter | BatchedHistogram] = []
+        self.request_duration_batched = self._batch(BatchedHistogram(self.request_duration))
         # requests answered without a backend (refused, no backend available): backend="none"
-        self.unrouted = RequestCounters(UNROUTED, self.requests)
+        self.unrouted = RequestCounters(UNROUTED, self.requests, self.batched)
         for result in ("success", "error"):
             self.config_reloads.labels(result)
 
@@ -166,21 +226,37 @@ class Metrics:
             multiprocess_mode="livemin", registry=r,
         )  # fmt: skip
 
+    def _batch(self, metric: BatchedHistogram) -> BatchedHistogram:
+        self.batched.append(metric)
+        return metric
+
+    def flush(self) -> None:
+        """Move batched request-path observations into prometheus-client's values."""
+        for metric in self.batched:
+            metric.flush()
+
     def for_backend(self, backend: str) -> BackendMetrics:
         return BackendMetrics(
             backend=backend,
-            upstream_duration=self.upstream_duration.labels(backend),
+            upstream_duration=self._batch(BatchedHistogram(self.upstream_duration.labels(backend))),
             in_flight=self.in_flight.labels(backend),
             up=self.backend_up.labels(backend),
             ejected=self.backend_ejected.labels(backend),
             ejections=self.ejections.labels(backend),
             predicted_latency=self.predicted_latency.labels(backend),
             feature_age=self.feature_age.labels(backend),
-            requests=RequestCounters(backend, self.requests),
+            requests=RequestCounters(backend, self.requests, self.batched),
         )
 
-    def forget_backend(self, backend: str) -> None:
+    def forget_backend(self, backend: str, children: BackendMetrics | None = None) -> None:
         """Drop a removed backend's series so a reload does not leave stale ones behind."""
+        if children is not None:
+            children.upstream_duration.flush()
+            gone = {id(children.upstream_duration), *(id(c) for c in children.requests.by_code.values())}
+            self.batched[:] = [m for m in self.batched if id(m) not in gone]  # one list, shared
+            for status, protocol in children.requests.by_code:
+                with contextlib.suppress(KeyError):
+                    self.requests.remove(backend, str(status), protocol)
         for family in (
             self.upstream_duration, self.in_flight, self.backend_up, self.backend_ejected,
             self.ejections, self.predicted_latency, self.feature_age,
@@ -189,6 +265,7 @@ class Metrics:
                 family.remove(backend)
 
     def render(self) -> bytes:
+        self.flush()
         if multiprocess_enabled():
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)

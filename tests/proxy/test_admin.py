@@ -6,7 +6,11 @@ import asyncio
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
+
+from proxy.metrics import Metrics
 
 CONTRACT_METRICS = {
     "presage_requests": "counter",
@@ -130,3 +134,25 @@ async def test_stop_gives_in_flight_requests_grace_s_then_cuts_them(backends, pr
     with pytest.raises(aiohttp.ClientError):
         resp = await slow
         await resp.read()
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(min_value=0.0, max_value=60.0), max_size=40))
+def test_batched_histogram_files_values_like_observe(values: list[float]) -> None:
+    direct = Metrics()
+    batched = Metrics()
+    for value in values:
+        direct.request_duration.observe(value)
+        batched.request_duration_batched.observe(value)
+    batched.flush()
+
+    def samples(m: Metrics) -> list[tuple[str, dict[str, str], float]]:
+        return [
+            (s.name, s.labels, round(s.value, 9))
+            for f in m.registry.collect()
+            if f.name == "presage_request_duration_seconds"
+            for s in f.samples
+            if not s.name.endswith("_created")
+        ]
+
+    assert samples(batched) == samples(direct)

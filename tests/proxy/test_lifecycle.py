@@ -193,7 +193,11 @@ async def test_two_workers_share_the_port_and_the_metrics(backends, processes, t
 
     async with aiohttp.ClientSession() as client:
         total = 'presage_requests_total{backend="one",code="200",protocol="http1"}'
-        assert await metric(client, proxy.admin, total) == 40  # every worker's count, from any worker
+
+        async def all_counted() -> bool:  # every worker's count, from any worker (flushed at 1 Hz)
+            return await metric(client, proxy.admin, total) == 40
+
+        await eventually(all_counted)
         proxy.signal(signal.SIGHUP)  # forwarded to both workers
         reloads = 'presage_config_reloads_total{result="success"}'
 
