@@ -154,3 +154,21 @@ async def test_refused_requests_are_logged_and_counted(backends, proxy, client, 
     await running.worker.stop()
     (line,) = [json.loads(x) for x in running.access_log.read_text().splitlines()]
     assert line["status"] == 431 and line["reason"] == "headers_too_large" and line["peer"] == "127.0.0.1"
+
+
+async def test_connection_cap_queues_then_overflows(backends, proxy, client) -> None:
+    """One connection per backend: a second request waits for it, up to connect_s, then 503s."""
+    (b1,) = await backends(1)
+    running = await proxy([b1.url], max_connections_per_backend=1, timeouts={"connect_s": 0.3, "read_s": 5})
+    first = asyncio.create_task(client.get(f"{running.url}/slow?delay=0.1"))
+    await asyncio.sleep(0.02)
+    async with client.get(f"{running.url}/headers") as resp:  # waits ~0.1 s for the connection
+        assert resp.status == 200
+    (await first).release()
+    slow = asyncio.create_task(client.get(f"{running.url}/slow?delay=1"))
+    await asyncio.sleep(0.05)
+    async with client.get(f"{running.url}/headers") as resp:
+        assert resp.status == 503
+        assert resp.headers["x-presage-reason"] == "pool_overflow"
+        assert resp.headers["Retry-After"] == "1"
+    (await slow).release()
