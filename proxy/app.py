@@ -346,6 +346,7 @@ class Worker:
             self.dataplane.access_log = access_log
             await previous_log.stop()
         self._forget_removed(old, new)
+        self.upstream.set_limit(new.max_connections_per_backend)
         if new.health != old.health:
             if self.health is not None:
                 await self.health.stop()

@@ -374,7 +374,7 @@ class Origin:
             return
         conn.idle_since = self.loop.time()
         self._idle.append(conn)
-        self._wake_one()
+        self.wake_one()
 
     def lost(self, conn: UpstreamConnection) -> None:
         """Called once per counted connection when it closes."""
@@ -387,9 +387,9 @@ class Origin:
 
     def _released_slot(self) -> None:
         self.open -= 1
-        self._wake_one()
+        self.wake_one()
 
-    def _wake_one(self) -> None:
+    def wake_one(self) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -443,6 +443,14 @@ class UpstreamPool:
             )
             self._origins[url] = origin
         return origin
+
+    def set_limit(self, limit_per_backend: int) -> None:
+        """A reload changed ``max_connections_per_backend``; waiters get any new room at once."""
+        self.limit_per_backend = limit_per_backend
+        for origin in self._origins.values():
+            origin.limit = limit_per_backend
+            for _ in range(max(0, limit_per_backend - origin.open)):
+                origin.wake_one()
 
     def retain(self, urls: set[str]) -> None:
         """Close the pools of backends that left the config."""

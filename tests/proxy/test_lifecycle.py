@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import signal
@@ -14,6 +15,8 @@ from pathlib import Path
 import aiohttp
 import psutil
 import pytest
+
+from proxy.config import BackendSpec, build_config
 
 LISTENING = re.compile(rb"listening on [\d.]+:(\d+) \(admin [\d.]+:(\d+)\)")
 
@@ -220,3 +223,29 @@ async def test_two_workers_share_the_port_and_the_metrics(backends, processes, t
 
 async def _ready(parent: psutil.Process, n: int) -> bool:
     return len(parent.children()) == n
+
+
+async def test_reload_keeps_endpoint_state_and_refuses_a_bad_config(backends, proxy, client) -> None:
+    b1, b2 = await backends(2)
+    running = await proxy([b1.url], policy="round_robin")
+    worker = running.worker
+    async with client.get(f"{running.url}/headers") as resp:
+        assert resp.status == 200
+    kept = worker.state.pool.endpoints[0]
+    estimate = kept.ewma_cost(worker.clock())
+
+    new = dataclasses.replace(
+        worker.config,
+        policy="peak_ewma",
+        explain_header=True,
+        backends=(*worker.config.backends, BackendSpec("b2", b2.url)),
+    )
+    await worker.apply(new)
+    assert worker.state.pool.endpoints[0] is kept  # same object: in-flight and peak-EWMA survive
+    assert kept.ewma_cost(worker.clock()) <= estimate and kept.has_data
+    async with client.get(f"{running.url}/headers") as resp:
+        assert resp.headers["x-presage-policy"] == "peak_ewma"
+
+    worker.reload_config = lambda: build_config({"backends": [{"id": "x", "url": "nope"}]})
+    assert await worker.reload() is False
+    assert [ep.id for ep in worker.state.pool.endpoints] == ["b1", "b2"]
