@@ -36,6 +36,7 @@ from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
 from .accesslog import AccessLog
 from .admin import make_admin_app
+from .balancer.base import Policy
 from .balancer.endpoint import Endpoint
 from .balancer.registry import make_policy
 from .config import ConfigError, ProxyConfig
@@ -51,6 +52,13 @@ from .tasks import cancel_and_wait
 from .upstream import UpstreamPool
 
 log = logging.getLogger("presage.app")
+
+PolicyFactory = Callable[[ProxyConfig], Policy]
+
+
+def default_policy(config: ProxyConfig) -> Policy:
+    return make_policy(config.policy)
+
 
 RESTART_ONLY = ("listen", "admin", "workers")
 SYNC_INTERVAL_S = 1.0
@@ -68,12 +76,17 @@ class Worker:
         reuse_port: bool = False,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        policy_factory: PolicyFactory | None = None,
     ) -> None:
         self.config = config
         self.reload_config = reload_config
         self.reuse_port = reuse_port
         self.rng = rng or random.Random()
         self.clock = clock
+        # Builds the policy for a config (and again on each reload); the default covers every
+        # policy that needs no outside state. A policy with runtime inputs (a model, a feature
+        # store) is built by a factory that closes over them.
+        self.policy_factory: PolicyFactory = policy_factory or default_policy
         self.metrics = Metrics()
         self.session: ClientSession | None = None
         self.upstream: UpstreamPool | None = None
@@ -282,7 +295,7 @@ class Worker:
             endpoints.append(ep)
         return BackendPool(
             endpoints,
-            make_policy(config.policy),
+            self.policy_factory(config),
             outlier=config.outlier,
             panic_threshold_percent=config.panic_threshold_percent,
             clock=self.clock,
