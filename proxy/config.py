@@ -363,8 +363,15 @@ def _check_policies(config: ProxyConfig) -> None:
     names = tuple(registry.POLICY_NAMES)
     for key in ("policy", "shadow"):
         value = getattr(config, key)
-        if value is not None and value not in names:
-            raise ConfigError(key, f"unknown policy {value!r} (known: {', '.join(names)})")
+        if value is None or value in names:
+            continue
+        if ":" in value:  # a "module:Class" plugin: import it now so a typo fails at start-up
+            try:
+                registry.policy_class(value)
+            except ValueError as exc:
+                raise ConfigError(key, str(exc)) from None
+            continue
+        raise ConfigError(key, f"unknown policy {value!r} (known: {', '.join(names)}, or module:Class)")
 
 
 def _host_port(value: Any) -> HostPort:

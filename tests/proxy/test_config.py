@@ -118,6 +118,7 @@ BAD = [
     ),
     ({"retry": {"attempts": 0}}, "config: retry.attempts"),
     ({"predicted": [1]}, "config: predicted: expected a mapping"),
+    ({"policy": "no_such_module:Policy"}, "config: policy: policy: 'no_such_module:Policy' is unavailable"),
 ]
 
 
@@ -158,3 +159,10 @@ def test_presage_proxy_exits_2_with_one_line_and_no_traceback(tmp_path: Path) ->
         [sys.executable, "-m", "proxy.cli", "proxy"], capture_output=True, text=True, timeout=60
     )
     assert empty.returncode == 2 and "backends" in empty.stderr and "Traceback" not in empty.stderr
+
+
+def test_a_module_class_policy_is_a_plugin() -> None:
+    config = build_config(
+        {"backends": [{"id": "a", "url": B}], "policy": "proxy.balancer.least_request:LeastRequestPolicy"}
+    )
+    assert config.policy == "proxy.balancer.least_request:LeastRequestPolicy"
