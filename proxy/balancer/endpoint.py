@@ -98,7 +98,9 @@ class Endpoint:
         self._healthy = True
         self._ejected_until = 0.0
         self._cost = DEFAULT_RTT_S if initial_rtt_s is None else float(initial_rtt_s)
-        self._stamp = 0.0
+        # NaN: "never stamped". The pool's clock is monotonic and may start near zero or near
+        # millions of seconds; a 0.0 stamp would decay the initial guess to nothing at once.
+        self._stamp = math.nan
         self.has_data = initial_rtt_s is not None  # False until seeded or observed
 
     # -- state the pool's eligible set depends on ---------------------------------------------
@@ -129,7 +131,7 @@ class Endpoint:
     def ewma_cost(self, now: float) -> float:
         """The estimate at ``now``: the stored cost decayed toward zero since it was stored."""
         elapsed = now - self._stamp
-        if elapsed <= 0.0:
+        if not elapsed > 0.0:  # also NaN: an initial guess does not decay before it is stamped
             return self._cost
         return self._cost * math.exp(-elapsed / self.decay_s)
 
@@ -142,12 +144,13 @@ class Endpoint:
         if not ok:
             penalty = FAILURE_PENALTY_FACTOR * max(estimate, pool_cost_s, DEFAULT_RTT_S)
             rtt_s = max(rtt_s, min(penalty, MAX_FAILURE_PENALTY_S), estimate)
-        if rtt_s > estimate:
+        if rtt_s > estimate or not self.has_data:  # a peak, or the first answer replaces the guess
             self._cost = rtt_s
         else:
-            w = math.exp(-max(now - self._stamp, 0.0) / self.decay_s)
+            elapsed = now - self._stamp
+            w = math.exp(-elapsed / self.decay_s) if elapsed > 0.0 else 1.0
             self._cost = self._cost * w + rtt_s * (1.0 - w)
-        self._stamp = max(now, self._stamp)
+        self._stamp = now if math.isnan(self._stamp) else max(now, self._stamp)
         self.has_data = True
 
     def seed_rtt(self, rtt_s: float, now: float) -> None:
