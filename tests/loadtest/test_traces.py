@@ -50,7 +50,8 @@ def test_dynamic_trace_redraws_its_level_every_period_within_bounds() -> None:
         assert 50.0 <= level <= 200.0
         assert trace.rate_at(2.0 * k) == level == trace.rate_at(2.0 * k + 1.999)
     assert len(set(trace.levels.tolist())) == 6
-    assert time_mean(trace) == pytest.approx(float(np.mean(trace.levels[:5]) * 10 + trace.levels[5]) / 11, rel=1e-3)
+    expected = float(trace.levels[:5].sum() * 2.0 + trace.levels[5] * 1.0) / 11.0
+    assert time_mean(trace) == pytest.approx(expected, rel=1e-3)
     assert np.array_equal(DynamicTrace(50.0, 200.0, 2.0, 11.0, seed=4).levels, trace.levels)
     assert not np.array_equal(DynamicTrace(50.0, 200.0, 2.0, 11.0, seed=5).levels, trace.levels)
 
