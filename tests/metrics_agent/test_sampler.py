@@ -25,9 +25,10 @@ from metrics_agent.sampler import (
     resolve_cgroup,
 )
 
-BUSY_TREE = """
+BUSY = "import time\nend = time.time() + 30\nwhile time.time() < end: pass"
+BUSY_TREE = f"""
 import subprocess, sys, time
-child = subprocess.Popen([sys.executable, "-c", "import time\\nend = time.time() + 30\\nwhile time.time() < end: pass"])
+child = subprocess.Popen([sys.executable, "-c", {BUSY!r}])
 print("ready", flush=True)
 try:
     time.sleep(30)
@@ -35,7 +36,6 @@ finally:
     child.kill()
     child.wait()
 """
-BUSY = "import time\nend = time.time() + 30\nwhile time.time() < end: pass"
 
 
 @pytest.fixture

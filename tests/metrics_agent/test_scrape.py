@@ -85,7 +85,7 @@ def test_scraper_keeps_one_connection_and_names_an_http_error(
 
 def test_scraper_names_a_refused_connection_and_a_bad_url() -> None:
     scraper = Scraper("http://127.0.0.1:1/metrics", timeout_s=1.0)
-    with pytest.raises(ScrapeError, match="127.0.0.1:1"):
+    with pytest.raises(ScrapeError, match=r"127\.0\.0\.1:1"):
         scraper.read()
     scraper.close()
     with pytest.raises(ValueError, match="--scrape"):
