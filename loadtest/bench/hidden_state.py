@@ -4,12 +4,17 @@
 the point: the oracle balancer (``oracle.py``) routes with knowledge no real balancer has, so its
 figures bound what any prediction can win on the same run.
 
-Capacity model (one backend). A backend runs ``workers`` requests at once; each request costs
-``work_s(size) * work_mult`` CPU-seconds. A CPU quota of ``q`` cores shared by ``w`` busy workers
-gives each of them ``min(1, q / w)`` of a core. A noisy-neighbour episode multiplies the speed by
-its ``capacity_factor`` while it lasts (the testbed may state the factor; otherwise ``slowdown``
-estimates it from the episode's kind and stress workers, see there), and a network-delay episode
-adds its delay to every request.
+Capacity model (one backend). A backend runs ``workers`` requests at once on ``cores`` cores (its
+CFS quota, the CPUs it is pinned to, or its worker count, whichever is least: the testbed states
+it); each request costs ``work_s(size) * work_mult`` CPU-seconds. The CFS scheduler shares the
+cores equally among runnable threads, so with ``busy`` request threads and ``k`` noisy-neighbour
+threads in the same group each request thread runs at ``min(1, cores / (busy + k))`` of a core.
+A noisy neighbour therefore *competes* with ``competing`` threads (a stress-ng CPU, cache or
+STREAM worker is always runnable; an HDD worker waits on I/O about half the time) and may also
+stretch every step by a ``penalty`` factor (cache and memory-bandwidth hogs evict the working set:
+the iBench classes of Delimitrou & Kozyrakis, IISWC 2013, and the ETH memcached/PARSEC study
+measured such slowdowns). A testbed that knows better can state ``capacity_factor`` (the penalty)
+and ``competing`` per episode. A network-delay episode adds ``delay_ms`` to every request.
 """
 
 from __future__ import annotations
@@ -31,16 +36,10 @@ class HiddenStateError(ValueError):
 class BackendCapacity:
     id: str
     workers: int
-    cpu_quota_cores: float | None  # None: no quota (the worker count is the only bound)
+    cores: float  # cores the backend's threads can use together (quota, pinning, workers)
     work_mult: float  # > 1: a slower machine (each request costs that much more CPU)
-    delay_s: float = 0.0  # fixed extra network delay (netem), both directions together
-
-    @property
-    def per_worker_speed(self) -> float:
-        """Share of a core each busy worker gets: ``min(1, quota / workers)``."""
-        if self.cpu_quota_cores is None:
-            return 1.0
-        return min(1.0, self.cpu_quota_cores / self.workers)
+    delay_s: float = 0.0  # fixed extra delay per request
+    quota_cores: float | None = None  # a CFS bandwidth quota (throttling happens), None without cgroups
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +49,9 @@ class Episode:
     end_wall: float
     kind: str
     workers: int
-    capacity_factor: float  # multiplies the backend's speed while the episode lasts (0 < f <= 1)
-    delay_s: float = 0.0  # extra network delay while the episode lasts
+    competing: float  # runnable threads it adds beside the backend's (CFS shares the cores with them)
+    penalty: float  # multiplies the speed of every backend thread while it lasts (0 < p <= 1)
+    delay_s: float = 0.0  # extra network delay while it lasts
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,48 +59,42 @@ class HiddenState:
     backends: Mapping[str, BackendCapacity]
     episodes: tuple[Episode, ...]
     size_work_s: Mapping[float, float]  # request size -> CPU-seconds at work_mult 1 on a full core
+    size_shares: Mapping[float, float] | None = None  # the size mix, for the mean work of a queued request
 
     def work_s(self, size: float) -> float:
-        """CPU-seconds of a request of ``size``; an unknown size interpolates linearly (log-log)."""
+        """CPU-seconds of a request of ``size``; an unknown size interpolates (log-log) or clamps."""
         exact = self.size_work_s.get(size)
         if exact is not None:
             return exact
         sizes = sorted(self.size_work_s)
-        if size <= 0 or not sizes:
+        if size <= 0:
             return self.mean_work_s()
-        i = bisect.bisect_left(sizes, size)
-        lo, hi = sizes[max(0, min(i - 1, len(sizes) - 2))], sizes[min(max(i, 1), len(sizes) - 1)]
-        if lo == hi:
-            return self.size_work_s[lo]
-        # work grows as a power of the size (size^2 log size for a 2-D FFT): interpolate in log-log
+        if len(sizes) == 1:
+            return self.size_work_s[sizes[0]]
+        i = min(max(bisect.bisect_left(sizes, size), 1), len(sizes) - 1)
+        lo, hi = sizes[i - 1], sizes[i]
+        # work grows as a power of the side (side^2 log side for a 2-D FFT): interpolate in log-log,
+        # and extrapolate the same power one segment beyond either end
         t = (math.log(size) - math.log(lo)) / (math.log(hi) - math.log(lo))
         return math.exp(math.log(self.size_work_s[lo]) * (1 - t) + math.log(self.size_work_s[hi]) * t)
 
     def mean_work_s(self) -> float:
+        if self.size_shares:
+            total = sum(self.size_shares.values())
+            return sum(p * self.work_s(s) for s, p in self.size_shares.items()) / total
         values = list(self.size_work_s.values())
-        return sum(values) / len(values) if values else 0.0
+        return sum(values) / len(values)
 
     def active(self, backend: str, wall: float) -> list[Episode]:
         return [e for e in self.episodes if e.backend == backend and e.start_wall <= wall < e.end_wall]
 
 
-# Fallback slowdowns when the testbed does not state an episode's capacity factor. A CPU hog with
-# ``k`` stress workers competing with ``w`` backend workers for the same cores leaves the backend
-# about ``w / (w + k)`` of them (the fair share of the CFS scheduler). Cache and memory-bandwidth
-# hogs do not take cores but stretch every memory-bound step: the ETH memcached/PARSEC study (and
-# iBench, Delimitrou & Kozyrakis 2013) measured 1.3-2x slowdowns; I/O hogs barely touch an
-# in-memory FFT service.
-MEMORY_KINDS = {"cache": 0.6, "memory": 0.6, "vm": 0.6, "membw": 0.6, "io": 0.9, "hdd": 0.9}
-
-
-def slowdown(kind: str, stress_workers: int, backend_workers: int) -> float:
-    """Estimated speed factor (0 < f <= 1) of a backend during an episode of ``kind``."""
-    if kind in ("delay", "netem", "network"):
-        return 1.0
-    if kind in MEMORY_KINDS:
-        return MEMORY_KINDS[kind]
-    k = max(stress_workers, 1)
-    return backend_workers / (backend_workers + k)
+# Per stressor thread: how much of the time it is runnable (competes for the cores), and the speed
+# factor it imposes on its neighbours' memory-bound steps. Estimates, used only when the testbed
+# does not state them.
+COMPETING_PER_WORKER = {"cpu": 1.0, "cache": 1.0, "memory": 1.0, "io": 0.5}
+PENALTY = {"cache": 0.8, "memory": 0.8}
+NETWORK_KINDS = ("delay", "netem", "network")
 
 
 def load_hidden_state(path: str | Path) -> HiddenState:
@@ -119,13 +113,18 @@ def parse_hidden_state(raw: Any) -> HiddenState:
         raise HiddenStateError("hidden state: the top level must be an object")
     backends = {b.id: b for b in (_backend(item, key) for key, item in _items(raw, "backends"))}
     episodes = tuple(_episode(item, f"episodes[{i}]", backends) for i, item in _list(raw, "episodes"))
-    sizes = _require(raw, "size_work_s", "hidden state")
-    if not isinstance(sizes, Mapping) or not sizes:
-        raise HiddenStateError("size_work_s: must be a non-empty object {size: seconds}")
-    size_work = {
-        _float(k, f"size_work_s key {k!r}"): _positive(v, f"size_work_s[{k}]") for k, v in sizes.items()
-    }
-    return HiddenState(backends, episodes, size_work)
+    size_work = _size_map(raw, "size_work_s", required=True)
+    shares = _size_map(raw, "size_shares", required=False)
+    return HiddenState(backends, episodes, size_work, shares or None)
+
+
+def _size_map(raw: Mapping[str, Any], key: str, *, required: bool) -> dict[float, float]:
+    value = raw.get(key)
+    if value is None and not required:
+        return {}
+    if not isinstance(value, Mapping) or not value:
+        raise HiddenStateError(f"{key}: must be a non-empty object {{size: number}}")
+    return {_float(k, f"{key} key {k!r}"): _positive(v, f"{key}[{k}]") for k, v in value.items()}
 
 
 def _items(raw: Mapping[str, Any], key: str) -> list[tuple[str, Any]]:
@@ -148,14 +147,21 @@ def _list(raw: Mapping[str, Any], key: str) -> list[tuple[int, Any]]:
 def _backend(item: Any, where: str) -> BackendCapacity:
     if not isinstance(item, Mapping):
         raise HiddenStateError(f"{where}: must be an object")
-    quota = item.get("cpu_quota_cores")
     workers = int(_positive(_require(item, "workers", where), f"{where}.workers"))
+    quota = item.get("cpu_quota_cores")
+    if item.get("cores") is not None:
+        cores = _positive(item["cores"], f"{where}.cores")
+    elif quota not in (None, 0):
+        cores = min(float(workers), _positive(quota, f"{where}.cpu_quota_cores"))
+    else:
+        cores = float(workers)
     return BackendCapacity(
         id=str(_require(item, "id", where)),
         workers=workers,
-        cpu_quota_cores=None if quota in (None, 0) else _positive(quota, f"{where}.cpu_quota_cores"),
+        cores=cores,
         work_mult=_positive(item.get("work_mult", 1.0), f"{where}.work_mult"),
         delay_s=_non_negative(item.get("delay_ms", 0.0), f"{where}.delay_ms") / 1000.0,
+        quota_cores=None if quota in (None, 0) else _positive(quota, f"{where}.cpu_quota_cores"),
     )
 
 
@@ -171,14 +177,16 @@ def _episode(item: Any, where: str, backends: Mapping[str, BackendCapacity]) -> 
         raise HiddenStateError(f"{where}: end_wall is before start_wall")
     kind = str(item.get("kind", "cpu"))
     workers = int(_non_negative(item.get("workers", 1), f"{where}.workers"))
-    factor = item.get("capacity_factor")
-    if factor is None:
-        factor = slowdown(kind, workers, backends[backend].workers)
-    factor = _positive(factor, f"{where}.capacity_factor")
-    if factor > 1.0:
-        raise HiddenStateError(f"{where}.capacity_factor: must be <= 1, got {factor}")
+    network = kind in NETWORK_KINDS
+    competing = item.get("competing")
+    if competing is None:
+        competing = 0.0 if network else workers * COMPETING_PER_WORKER.get(kind, 1.0)
+    penalty = _positive(item.get("capacity_factor", PENALTY.get(kind, 1.0)), f"{where}.capacity_factor")
+    if penalty > 1.0:
+        raise HiddenStateError(f"{where}.capacity_factor: must be <= 1, got {penalty}")
     delay = _non_negative(item.get("delay_ms", 0.0), f"{where}.delay_ms") / 1000.0
-    return Episode(backend, start, end, kind, workers, factor, delay)
+    competing = _non_negative(competing, f"{where}.competing")
+    return Episode(backend, start, end, kind, workers, competing, penalty, delay)
 
 
 def _require(raw: Mapping[str, Any], key: str, where: str) -> Any:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.bench.hidden_state import HiddenStateError, load_hidden_state, parse_hidden_state
-from loadtest.bench.oracle import STATE_ENV, OraclePolicy
+from loadtest.bench.oracle import CFS_PERIOD_S, RELOAD_CHECK_S, STATE_ENV, OraclePolicy
 from proxy.balancer.base import RequestInfo
 from proxy.balancer.endpoint import Endpoint
 from proxy.balancer.registry import make_policy
@@ -111,10 +111,57 @@ def test_network_delay_episode_counts_without_slowing_the_cpu() -> None:
     assert pick(policy, {"fast": 0, "slow": 0}, 256, T0 + 6) == "fast"
 
 
-def test_episode_without_a_stated_factor_gets_a_fair_share_estimate() -> None:
+def test_a_cpu_hog_competes_for_the_cores_as_cfs_shares_them() -> None:
+    # 4 stress threads beside 1 busy request thread on 4 cores: 4/5 of a core each
     state = parse_hidden_state(state_json(episodes=[
         {"backend": "fast", "start_wall": T0, "end_wall": T0 + 5, "kind": "cpu", "workers": 4}]))  # fmt: skip
-    assert state.episodes[0].capacity_factor == pytest.approx(0.5)
+    assert state.episodes[0].competing == 4.0
+    assert state.episodes[0].penalty == 1.0
+    policy = OraclePolicy(state, wall_offset_s=0.0)
+    assert policy.expected_completion_s("fast", 0, 0.01, T0 + 1) == pytest.approx(0.01 / 0.8)
+    assert policy.expected_completion_s("fast", 0, 0.01, T0 + 6) == pytest.approx(0.01)
+
+
+def test_a_neighbour_in_a_quota_group_adds_the_cfs_throttling_wait() -> None:
+    # 0.5-core quota, one always-runnable hog thread: the group runs half of each period, so a
+    # request arriving at a random phase waits (1 - 0.5)^2 * P / 2 on average before it runs
+    raw = state_json(
+        backends={"b1": {"workers": 2, "cpu_quota_cores": 0.5}},
+        episodes=[{"backend": "b1", "start_wall": T0, "end_wall": T0 + 5, "kind": "cpu", "workers": 1}],
+    )
+    policy = OraclePolicy(parse_hidden_state(raw), wall_offset_s=0.0, host_cpus=2)
+    fluid = 0.001 * 2 / 0.5  # one request thread and the hog share 0.5 core
+    assert policy.expected_completion_s("b1", 0, 0.001, T0 + 1) == pytest.approx(
+        fluid + 0.25 * CFS_PERIOD_S / 2
+    )
+    assert policy.expected_completion_s("b1", 0, 0.001, T0 + 6) == pytest.approx(0.001 / 0.5)
+
+
+def test_reads_the_testbed_format() -> None:
+    """The shape ``Testbed.hidden_state()`` writes: a backend list with the effective cores."""
+    raw = {
+        "scenario": "quick", "t0_wall": T0,
+        "backends": [
+            {"id": "b1", "workers": 4, "cpu_quota_cores": None, "work_mult": 1.0, "delay_ms": 0.0,
+             "cpus": [0], "cores": 1.0, "capacity_rps": 90.0},
+            {"id": "b2", "workers": 2, "cpu_quota_cores": 0.6, "work_mult": 1.5, "delay_ms": 5.0,
+             "cpus": [], "cores": 0.6, "capacity_rps": 40.0},
+        ],
+        "episodes": [
+            {"backend": "b1", "kind": "cache", "workers": 2, "start_wall": T0 + 5, "end_wall": T0 + 17}
+        ],
+        "size_work_s": {"128": 0.002, "256": 0.008, "512": 0.035},
+        "size_shares": {"128": 0.55, "256": 0.35, "512": 0.10},
+    }  # fmt: skip
+    state = parse_hidden_state(raw)
+    assert state.backends["b1"].cores == 1.0
+    assert state.backends["b2"].delay_s == pytest.approx(0.005)
+    assert state.episodes[0].competing == 2.0
+    assert state.episodes[0].penalty < 1.0
+    assert state.mean_work_s() == pytest.approx(0.55 * 0.002 + 0.35 * 0.008 + 0.10 * 0.035)
+    policy = OraclePolicy(state, wall_offset_s=0.0)
+    assert pick(policy, {"b1": 0, "b2": 0}, 256, T0) == "b1"
+    assert pick(policy, {"b1": 0, "b2": 0}, 256, T0 + 6) == "b2"
 
 
 def test_loaded_as_a_proxy_plugin_from_the_environment(
@@ -137,8 +184,8 @@ def test_rereads_the_file_when_the_harness_rewrites_it(tmp_path: Path) -> None:
     assert pick(policy, {"fast": 0, "slow": 0}, 256, T0 + 12) == "fast"
     path.write_text(json.dumps(state_json()))
     os.utime(path, (T0, T0))  # a different mtime, whatever the file system's resolution
-    assert pick(policy, {"fast": 0, "slow": 0}, 256, T0 + 12.5) == "fast"  # looks once a second
-    assert pick(policy, {"fast": 0, "slow": 0}, 256, T0 + 13.5) == "slow"
+    assert pick(policy, {"fast": 0, "slow": 0}, 256, T0 + 12 + RELOAD_CHECK_S / 2) == "fast"  # not yet
+    assert pick(policy, {"fast": 0, "slow": 0}, 256, T0 + 12 + RELOAD_CHECK_S) == "slow"
 
 
 @pytest.mark.parametrize(
@@ -146,6 +193,7 @@ def test_rereads_the_file_when_the_harness_rewrites_it(tmp_path: Path) -> None:
     [
         ({}, "missing key 'backends'"),
         (state_json(size_work_s={}), "size_work_s"),
+        (state_json(size_work_s={"x": 1}), "size_work_s key"),
         (state_json(backends={"a": {"workers": 0}}), "a.workers"),
         (state_json(episodes=[{"backend": "nope", "start_wall": 1, "end_wall": 2}]), "unknown backend"),
         (state_json(episodes=[{"backend": "fast", "start_wall": 2, "end_wall": 1}]), "before start_wall"),

@@ -1,0 +1,217 @@
+"""Per-policy figures, the comparison against the best non-predictive policy, and the markdown table.
+
+A policy's entry (JSON-ready)::
+
+    {"name", "label", "family": "presage" | "external" | "reference", "predictive": bool,
+     "status": "measured" | "skipped" | "failed", "reason": str | None,
+     "figures": {count, ok, errors, dropped, achieved_rps, mean_s, p50_s, p95_s, p99_s,
+                 slo_breach_share, backend_share, windows},
+     "proxy": {live_accuracy, fallbacks, decision_mean_s, ...} | None}
+
+The baseline of the ratios is the best *non-predictive* policy: every measured policy except
+``predicted`` and the oracle (a reference no real balancer can be), and except those that failed
+more than ``MAX_BASELINE_ERROR_SHARE`` of their requests (a policy that drops the slow requests
+would otherwise look fast). The best p99 and the best mean may come from different policies; each
+ratio uses its own best, which is the strictest reading of "best other policy".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+TARGET_P99_RATIO = 0.7  # issue 6: predicted p99 <= 0.7 x the best other policy
+TARGET_MEAN_RATIO = 0.85  # and mean <= 0.85 x
+MAX_BASELINE_ERROR_SHARE = 0.01
+FIGURE_KEYS = (
+    "count", "ok", "errors", "dropped", "achieved_rps", "offered_rps", "mean_s", "p50_s", "p95_s", "p99_s",
+    "max_s", "lag_p99_s", "slo_p95_s", "slo_breach_share", "backend_share", "windows",
+)  # fmt: skip
+
+
+def figures(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The subset of ``LoadResult.summary`` the bench keeps per policy."""
+    return {key: summary.get(key) for key in FIGURE_KEYS}
+
+
+def error_share(entry: Mapping[str, Any]) -> float:
+    fig = entry.get("figures") or {}
+    count = fig.get("count") or 0
+    return ((fig.get("errors") or 0) + (fig.get("dropped") or 0)) / count if count else 1.0
+
+
+def is_baseline(entry: Mapping[str, Any]) -> bool:
+    return (
+        entry.get("status") == "measured"
+        and not entry.get("predictive")
+        and entry.get("family") != "reference"
+        and error_share(entry) <= MAX_BASELINE_ERROR_SHARE
+    )
+
+
+def best_baseline(policies: Sequence[Mapping[str, Any]], key: str) -> Mapping[str, Any] | None:
+    """The baseline policy with the lowest ``figures[key]`` (``None`` when there is none)."""
+    candidates = [p for p in policies if is_baseline(p) and p["figures"].get(key) is not None]
+    return min(candidates, key=lambda p: p["figures"][key], default=None)
+
+
+def compare(policies: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Best baselines, every policy's ratios to them, predicted/oracle and the targets' verdict."""
+    best = {key: best_baseline(policies, key) for key in ("p99_s", "mean_s")}
+    ratios = {
+        p["name"]: {f"{key[:-2]}_to_best": _ratio(p, best[key], key) for key in ("p99_s", "mean_s")}
+        for p in policies
+        if p.get("status") == "measured"
+    }
+    predicted = _find(policies, predictive=True)
+    oracle = _find(policies, family="reference")
+    vs_oracle = None
+    if predicted is not None and oracle is not None:
+        vs_oracle = {key[:-2]: _ratio(predicted, oracle, key) for key in ("p99_s", "mean_s")}
+    return {
+        "best": {
+            key[:-2]: None if b is None else {"policy": b["name"], "value_s": b["figures"][key]}
+            for key, b in best.items()
+        },
+        "ratios": ratios,
+        "predicted_vs_oracle": vs_oracle,
+        "targets": _targets(predicted, ratios),
+    }
+
+
+def _targets(predicted: Mapping[str, Any] | None, ratios: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"p99_ratio_max": TARGET_P99_RATIO, "mean_ratio_max": TARGET_MEAN_RATIO}
+    if predicted is None or predicted["name"] not in ratios:
+        return {**out, "p99_met": None, "mean_met": None, "zero_errors": None, "met": None}
+    r = ratios[predicted["name"]]
+    p99_met = None if r["p99_to_best"] is None else r["p99_to_best"] <= TARGET_P99_RATIO
+    mean_met = None if r["mean_to_best"] is None else r["mean_to_best"] <= TARGET_MEAN_RATIO
+    zero = error_share(predicted) == 0.0
+    met = None if p99_met is None or mean_met is None else (p99_met and mean_met and zero)
+    return {**out, "p99_met": p99_met, "mean_met": mean_met, "zero_errors": zero, "met": met}
+
+
+def _ratio(entry: Mapping[str, Any], base: Mapping[str, Any] | None, key: str) -> float | None:
+    if base is None or entry.get("status") != "measured":
+        return None
+    num, den = entry["figures"].get(key), base["figures"].get(key)
+    if num is None or not den:
+        return None
+    return float(num) / float(den)
+
+
+def _find(policies: Sequence[Mapping[str, Any]], **match: Any) -> Mapping[str, Any] | None:
+    for p in policies:
+        if p.get("status") == "measured" and all(p.get(k) == v for k, v in match.items()):
+            return p
+    return None
+
+
+# -- markdown ----------------------------------------------------------------------------------------
+
+HEADER = (
+    "| policy | req/s | errors | dropped | mean ms | p50 ms | p95 ms | p99 ms | SLO-breach windows "
+    "| p99 / best | mean / best |"
+)
+
+
+def markdown(results: Mapping[str, Any]) -> str:
+    """The results table and the lines under it (what ``results.md`` holds and the CLI prints)."""
+    policies: Sequence[Mapping[str, Any]] = results["policies"]
+    comparison: Mapping[str, Any] = results["comparison"]
+    lines = [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]
+    for p in policies:
+        lines.append(_row(p, comparison["ratios"].get(p["name"])))
+    lines.append("")
+    lines += _notes(policies, comparison, results.get("slo_p95_s"))
+    return "\n".join(lines) + "\n"
+
+
+def _row(p: Mapping[str, Any], ratios: Mapping[str, Any] | None) -> str:
+    label = p.get("label") or p["name"]
+    if p.get("status") != "measured":
+        return f"| {label} | {p.get('status')}: {p.get('reason') or '-'} |" + " |" * 10
+    f = p["figures"]
+    cells = [
+        label,
+        f"{f['achieved_rps']:.1f}",
+        str(f["errors"]),
+        str(f["dropped"]),
+        *(_ms(f.get(k)) for k in ("mean_s", "p50_s", "p95_s", "p99_s")),
+        _share(f.get("slo_breach_share")),
+        _x(ratios and ratios.get("p99_to_best")),
+        _x(ratios and ratios.get("mean_to_best")),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _notes(
+    policies: Sequence[Mapping[str, Any]], comparison: Mapping[str, Any], slo: float | None
+) -> list[str]:
+    out = []
+    if slo is not None:
+        out.append(
+            f"SLO: p95 <= {slo * 1000:.0f} ms per 10-s window (failed requests count as infinitely slow)."
+        )
+    best = comparison["best"]
+    if best.get("p99") and best.get("mean"):
+        out.append(
+            f"Best non-predictive policy: p99 {_ms(best['p99']['value_s'])} ms ({best['p99']['policy']}), "
+            f"mean {_ms(best['mean']['value_s'])} ms ({best['mean']['policy']})."
+        )
+    predicted = _find(policies, predictive=True)
+    if predicted is not None and predicted.get("proxy"):
+        out.append(_predicted_line(predicted))
+    vs = comparison.get("predicted_vs_oracle")
+    if vs:
+        out.append(f"predicted / oracle: p99 {_x(vs['p99'])}, mean {_x(vs['mean'])}.")
+    out.append(_verdict(comparison["targets"]))
+    for p in policies:
+        if p.get("status") != "measured":
+            out.append(f"{p.get('label') or p['name']}: {p.get('status')} ({p.get('reason')}).")
+    return out
+
+
+def _predicted_line(p: Mapping[str, Any]) -> str:
+    proxy = p["proxy"]
+    acc = proxy.get("live_accuracy")
+    fallbacks = proxy.get("fallbacks") or {}
+    fb = ", ".join(f"{k} {v}" for k, v in fallbacks.items() if v) or "none"
+    share = proxy.get("fallback_share")
+    text = f"predicted: live accuracy {'-' if acc is None else f'{acc:.3f}'}; fallbacks {fb}"
+    if share is not None:
+        text += f" ({share:.1%} of {proxy.get('decisions', 0)} decisions)"
+    mean_d, mean_rtt = proxy.get("decision_mean_s"), p["figures"].get("mean_s")
+    if mean_d is not None:
+        text += f"; decision delay mean {mean_d * 1e6:.0f} us"
+        if mean_rtt:
+            text += f" = {mean_d / mean_rtt:.2%} of the mean RTT"
+    p99 = proxy.get("decision_p99_le_s")
+    if p99 is not None:
+        text += f", p99 <= {p99 * 1e6:.0f} us"
+    return text + "."
+
+
+def _verdict(t: Mapping[str, Any]) -> str:
+    if t.get("met") is None:
+        return "Targets (predicted p99 <= 0.7x, mean <= 0.85x the best other policy): not assessed."
+
+    def word(ok: bool | None) -> str:
+        return "met" if ok else "MISSED"
+
+    return (
+        f"Targets: p99 <= {t['p99_ratio_max']}x best other: {word(t['p99_met'])}; "
+        f"mean <= {t['mean_ratio_max']}x: {word(t['mean_met'])}; zero errors: {word(t['zero_errors'])}."
+    )
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x * 1000:.1f}"
+
+
+def _share(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def _x(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"

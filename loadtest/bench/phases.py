@@ -1,0 +1,321 @@
+"""The three phases of ``presage bench`` against real processes: collect, train, evaluate.
+
+1. **collect**: the testbed up (backends, agents, Redis), a ``presage proxy`` routing uniformly at
+   random (``--policy round_robin --explore 1.0``: exploration traffic, so the samples are not
+   biased by any policy) and recording every request (``--record``), the scenario's trace with
+   the *collection* seed, the interference schedule started with the load;
+2. **train**: ``presage train --data samples.jsonl --out model/``, a child process;
+3. **evaluate**: every contender in turn on the *evaluation* seed's arrival sequence (the same
+   arrays for all), with the interference schedule restarted at its load's start, and a pause
+   between runs so the backends drain and the agents' short windows forget the previous run.
+
+Each run: target up, ``t0`` a little ahead, schedule started at ``t0`` and the hidden state
+rewritten (the oracle re-reads it), load from ``t0``, the proxy's ``/metrics`` scraped, target down.
+The whole bench runs inside one event loop; the load generator shares it, the backends, agents,
+Redis and balancers are separate processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadtest.loadgen import LoadResult, run_open_loop
+from loadtest.testbed.scenario import Scenario
+
+from . import aggregate, external, prom
+from .contenders import Contender
+from .oracle import STATE_ENV
+from .proxy_process import ProxyProcess, ProxyStartError, free_port
+from .workload import Workload
+
+CLASS_HEADER = "X-Presage-Class"
+TICK_S = 5.0
+
+
+@dataclass
+class Settings:
+    out: Path
+    contenders: list[Contender]
+    collect_seed: int
+    eval_seed: int
+    lead_s: float = 1.0  # target up -> load start: the oracle re-reads the schedule (0.25 s), agents report
+    settle_s: float = 2.0  # between runs: backends drain, agents' 5-s windows move on
+    request_timeout_s: float = 10.0
+    train_timeout_s: float = 240.0
+    train_args: tuple[str, ...] = ()
+    model_dir: Path | None = None  # a bundle to evaluate instead of collecting and training
+    collect_duration_s: float | None = None  # default: the scenario's duration
+
+
+@dataclass
+class Run:
+    """One contender's outcome: the JSON entry and, when measured, the per-request result."""
+
+    entry: dict[str, Any]
+    result: LoadResult | None = None
+
+
+@dataclass
+class Phases:
+    scenario: Scenario
+    settings: Settings
+    testbed: Any  # loadtest.testbed.stack.Testbed, started
+    progress: Callable[[str], None]
+    timing: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def hidden_state_path(self) -> Path:
+        return self.settings.out / "hidden_state.json"
+
+    # -- collect -------------------------------------------------------------------------------
+    async def collect(self, workload: Workload) -> tuple[Path, dict[str, Any]]:
+        """Exploration traffic through a recording proxy; returns the samples file and its load summary."""
+        samples = self.settings.out / "samples.jsonl"
+        samples.unlink(missing_ok=True)
+        started = time.monotonic()
+        self.progress(
+            f"collect: {workload.count} requests over {workload.duration_s:.0f}s, seed {workload.seed}"
+        )
+        extra = ["--explore", "1.0", "--record", str(samples), "--class-from", f"header:{CLASS_HEADER}"]
+        proxy = ProxyProcess(
+            self.testbed.backends, "round_robin", log_path=self._log("proxy-collect"),
+            redis_url=self.testbed.redis_url, extra=extra,
+        )  # fmt: skip
+        async with proxy:
+            result = await self.drive(proxy.url, workload, "collect")
+            # stopping the proxy flushes the recorder's pending samples
+        summary = result.summary(self.scenario.slo_p95_s)
+        lines = _count_lines(samples)
+        self.timing["collect_s"] = time.monotonic() - started
+        self.progress(
+            f"collect: {summary['ok']}/{summary['count']} answered, {summary['errors']} errors; "
+            f"{lines} samples in {samples.name}"
+        )
+        return samples, aggregate.figures(summary)
+
+    # -- train ---------------------------------------------------------------------------------
+    async def train(self, samples: Path) -> tuple[Path | None, dict[str, Any]]:
+        """``presage train``; returns the bundle (``None`` when training failed) and what it reported."""
+        model = self.settings.out / "model"
+        log = self._log("train")
+        command = [
+            sys.executable, "-m", "proxy.cli", "train", "--data", str(samples), "--out", str(model),
+            "--no-progress", *self.settings.train_args,
+        ]  # fmt: skip
+        self.progress("train: " + " ".join(command[3:]))
+        started = time.monotonic()
+        rc = await _run_logged(command, log, self.settings.train_timeout_s)
+        self.timing["train_s"] = time.monotonic() - started
+        if rc != 0:
+            reason = f"presage train exited with {rc} (see {log.name}): {_tail(log, 300)}"
+            self.progress("train: FAILED: " + reason)
+            return None, {"error": reason}
+        info = model_info(model)
+        self.progress(
+            f"train: {info.get('family')} model, held-out accuracy {info.get('accuracy', float('nan')):.3f}, "
+            f"inference p99 {1e6 * (info.get('inference_p99_s') or 0):.0f} us, "
+            f"{self.timing['train_s']:.0f}s"
+        )
+        return model, info
+
+    # -- evaluate ------------------------------------------------------------------------------
+    async def evaluate(self, contender: Contender, workload: Workload, model: Path | None) -> Run:
+        entry: dict[str, Any] = {
+            "name": contender.name, "label": contender.display, "family": contender.family,
+            "predictive": contender.predictive, "status": "skipped", "reason": None,
+            "figures": None, "proxy": None,
+        }  # fmt: skip
+        reason = self._unavailable(contender, model)
+        if reason is not None:
+            entry["reason"] = reason
+            self.progress(f"{contender.name}: skipped ({reason})")
+            return Run(entry)
+        started = time.monotonic()
+        try:
+            async with self._target(contender, model) as (url, proxy):
+                result = await self.drive(url, workload, contender.name)
+                if proxy is not None:
+                    text = await proxy.scrape()
+                    entry["proxy"] = prom.proxy_figures(text) if text is not None else None
+        except (ProxyStartError, TargetError) as exc:
+            entry.update(status="failed", reason=str(exc)[:600])
+            self.progress(f"{contender.name}: FAILED to start: {str(exc)[:300]}")
+            return Run(entry)
+        finally:
+            await asyncio.sleep(self.settings.settle_s)
+        summary = result.summary(self.scenario.slo_p95_s)
+        entry.update(status="measured", figures=aggregate.figures(summary))
+        self.timing[f"run_{contender.name}_s"] = time.monotonic() - started
+        self.progress(f"{contender.name}: {_one_line(entry['figures'])}")
+        return Run(entry, result)
+
+    def _unavailable(self, contender: Contender, model: Path | None) -> str | None:
+        if contender.family == "external":
+            return external.available(contender.server)
+        if contender.predictive and model is None:
+            return "no model bundle (training failed or was skipped)"
+        return None
+
+    @contextlib.asynccontextmanager
+    async def _target(
+        self, contender: Contender, model: Path | None
+    ) -> AsyncIterator[tuple[str, ProxyProcess | None]]:
+        if contender.family == "external":
+            urls = [url for _, url in self.testbed.backends]
+            lb = await asyncio.to_thread(
+                external.start, contender.server, contender.policy, urls, free_port()
+            )
+            if lb is None:
+                raise TargetError(f"{contender.server} did not start (its log is gone with its temp dir)")
+            try:
+                yield lb.url, None
+            finally:
+                await asyncio.to_thread(lb.stop)
+            return
+        extra = ["--class-from", f"header:{CLASS_HEADER}"]
+        env = {}
+        if contender.predictive and model is not None:
+            extra += ["--model", str(model)]
+        if contender.family == "reference":
+            self._write_hidden_state()  # the oracle reads it at start-up, then re-reads it when rewritten
+            env[STATE_ENV] = str(self.hidden_state_path)
+        proxy = ProxyProcess(
+            self.testbed.backends, contender.policy, log_path=self._log(f"proxy-{contender.name}"),
+            redis_url=self.testbed.redis_url, extra=extra, env=env,
+        )  # fmt: skip
+        async with proxy:
+            yield proxy.url, proxy
+
+    # -- one load run ------------------------------------------------------------------------
+    async def drive(self, url: str, workload: Workload, label: str) -> LoadResult:
+        """Start the interference schedule at ``t0`` and the load at ``t0``; return every outcome."""
+        t0 = time.time() + self.settings.lead_s
+        await restart_interference(self.testbed, t0)
+        self._write_hidden_state()
+        await asyncio.sleep(max(0.0, t0 - time.time()))
+        ticker = asyncio.create_task(self._tick(label, workload.duration_s))
+        try:
+            return await run_open_loop(
+                url, workload.arrivals, sizes=workload.sizes, class_header=CLASS_HEADER,
+                timeout_s=self.settings.request_timeout_s, duration_s=workload.duration_s,
+            )  # fmt: skip
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            await stop_interference(self.testbed)
+
+    async def _tick(self, label: str, duration_s: float) -> None:
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(TICK_S)
+            elapsed = time.monotonic() - started
+            self.progress(f"{label}: {min(elapsed, duration_s):.0f}/{duration_s:.0f}s of load")
+
+    def _write_hidden_state(self) -> None:
+        self.testbed.write_hidden_state(self.hidden_state_path)
+
+    def _log(self, name: str) -> Path:
+        path = self.settings.out / "logs" / f"{name}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class TargetError(RuntimeError):
+    """An external balancer that did not come up."""
+
+
+def model_info(model: Path) -> dict[str, Any]:
+    """What the bench reports of a bundle: family, held-out accuracy, inference time, samples."""
+    try:
+        meta = json.loads((model / "model.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        return {"error": f"cannot read {model / 'model.json'}: {exc}"}
+    metrics = meta.get("metrics", {})
+    training = meta.get("training", {})
+    return {
+        "family": meta.get("family"),
+        "accuracy": metrics.get("accuracy"),
+        "mae_s": metrics.get("mae_s"),
+        "r2": metrics.get("r2"),
+        "inference_p50_s": meta.get("inference", {}).get("p50_s"),
+        "inference_p99_s": meta.get("inference", {}).get("p99_s"),
+        "features": len(meta.get("feature_names", [])),
+        "samples_used": training.get("samples_used"),
+        "fits_budget": training.get("fits_budget"),
+    }
+
+
+async def _run_logged(command: list[str], log: Path, timeout_s: float) -> int:
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            *command, stdout=out, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL
+        )
+    try:
+        return await asyncio.wait_for(proc.wait(), timeout_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        with log.open("a") as out:
+            out.write(f"\nkilled after {timeout_s:.0f}s\n")
+        return -9
+
+
+async def stop_interference(testbed: Any) -> None:
+    """End the running schedule's episodes (stress-ng processes) so the next run starts quiet."""
+    stop = getattr(testbed, "stop_interference", None)
+    if stop is not None:
+        await _maybe_await(stop())
+        return
+    # A testbed whose schedule runs once per instance: stop its scheduler and forget it, so that
+    # ``start_interference`` may run the schedule again from a new t0.
+    scheduler = getattr(testbed, "scheduler", None)
+    if scheduler is not None:
+        await _maybe_await(scheduler.stop())
+        testbed.scheduler = None
+
+
+async def restart_interference(testbed: Any, t0_wall: float) -> None:
+    """The scenario's episodes again, from ``t0_wall``: every policy meets the same neighbours."""
+    await stop_interference(testbed)
+    await _maybe_await(testbed.start_interference(t0_wall))
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with path.open("rb") as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return 0
+
+
+def _tail(path: Path, chars: int) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:].strip().replace("\n", " | ")
+    except OSError:
+        return ""
+
+
+def _one_line(f: dict[str, Any]) -> str:
+    def ms(x: float | None) -> str:
+        return "-" if x is None else f"{x * 1000:.1f}"
+
+    breach = f["slo_breach_share"]
+    return (
+        f"{f['achieved_rps']:.1f} req/s, errors {f['errors']}, dropped {f['dropped']}, mean/p50/p95/p99 "
+        f"{ms(f['mean_s'])}/{ms(f['p50_s'])}/{ms(f['p95_s'])}/{ms(f['p99_s'])} ms, "
+        f"SLO-breach windows {'-' if breach is None else f'{breach:.0%}'}"
+    )
