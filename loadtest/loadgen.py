@@ -381,12 +381,18 @@ class _OpenLoop:
         self.dropped = [False] * n
 
     async def open(self, count: int) -> None:
-        """Open ``count`` idle connections up front, so the first burst does not pay for set-up."""
+        """Open ``count`` idle connections up front, so the first burst does not pay for set-up;
+        give up on those not up within ``timeout_s`` (a black-holed address must not hang the run)."""
         conns = [self._new_conn() for _ in range(count)]
-        await asyncio.gather(*(self._connect(c) for c in conns))
+        tasks = [self.loop.create_task(self._connect(c)) for c in conns]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=self.timeout_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         now = time.perf_counter()
         for conn in conns:
-            if not conn.closed:
+            if conn.transport is not None and not conn.closed:
                 conn.last_used = now
                 self.idle.append(conn)
 
