@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 STRESSORS: dict[str, tuple[str, ...]] = {
     "cpu": ("--cpu", "{n}", "--cpu-load", "100"),
     "cache": ("--cache", "{n}"),
-    "memory": ("--stream", "{n}"),  # STREAM triad: memory bandwidth (McCalpin)
+    # STREAM (McCalpin) sizes its arrays from the L3 size; a VM may report the host's (hundreds of
+    # MiB: gigabytes to initialise), so it is fixed: 4 x 64 MiB arrays, beyond any real LLC here
+    "memory": ("--stream", "{n}", "--stream-l3-size", "64M"),
     "io": ("--hdd", "{n}", "--hdd-bytes", "16M"),
 }
 

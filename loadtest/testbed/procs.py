@@ -63,10 +63,8 @@ def python_module(module: str, *args: str) -> list[str]:
 
 
 def launch_prefix(join: Sequence[Path] = (), cpus: Sequence[int] = ()) -> list[str]:
-    """The ``launch`` shim that joins cgroups / pins CPUs before exec; empty when there is nothing."""
-    if not join and not cpus:
-        return []
-    argv = python_module("loadtest.testbed.launch")
+    """The ``launch`` shim: the child dies with this process, joins cgroups, pins CPUs, then execs."""
+    argv = python_module("loadtest.testbed.launch", "--parent", str(os.getpid()))
     for procs in join:
         argv += ["--join", str(procs)]
     if cpus:

@@ -368,7 +368,7 @@ class Testbed:
             target = ["--pid", str(self.backend_children[bid].pid)]  # process metrics either way
             if self._groups is not None:
                 target += ["--cgroup", str(self._groups.groups[bid].path)]
-            argv = python_module(
+            argv = launch_prefix() + python_module(
                 "proxy.cli", "agent", "--backend-id", bid, "--redis", self._redis_url, *target,
                 "--scrape", f"{url}/metrics", "--interval", repr(self.agent_interval_s),
             )

@@ -1,0 +1,127 @@
+"""The testbed backend: real FFT work per request behind a bounded pool, so queues form and show."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from loadtest.testbed import imaging
+from loadtest.testbed.backend import BACKEND_HEADER, CLASS_HEADER, Backend, make_app, parse_side
+
+
+@pytest.fixture
+async def one_worker() -> AsyncIterator[tuple[str, Backend]]:
+    """A backend with one worker thread on 127.0.0.1, served in this process."""
+    backend = Backend("t1", workers=1, work_mult=1.0, delay_ms=0.0, max_queue=64)
+    runner = web.AppRunner(make_app(backend), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", backend
+    finally:
+        await runner.cleanup()
+        backend.close()
+
+
+def scrape(text: str) -> dict[str, float]:
+    return {s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+async def test_a_saturating_burst_queues_and_later_requests_wait_longer(
+    one_worker: tuple[str, Backend],
+) -> None:
+    url, _ = one_worker
+    n = 10
+    async with aiohttp.ClientSession() as session:
+
+        async def one(i: int) -> dict[str, float]:
+            async with session.get(f"{url}/work", params={"size": "256"}) as resp:
+                assert resp.status == 200
+                assert resp.headers[BACKEND_HEADER] == "t1"
+                return await resp.json()
+
+        burst = [asyncio.create_task(one(i)) for i in range(n)]
+        seen_queue = 0.0
+        for _ in range(200):  # bounded: the burst lasts n x ~6 ms of work
+            async with session.get(f"{url}/metrics") as resp:
+                metrics = scrape(await resp.text())
+            seen_queue = max(seen_queue, metrics["presage_backend_queue_length"])
+            if seen_queue > 0 or all(t.done() for t in burst):
+                break
+            await asyncio.sleep(0.002)
+        answers = await asyncio.gather(*burst)
+    assert seen_queue > 0
+    assert metrics["presage_backend_workers"] == 1.0
+    # one worker serves FIFO: the k-th request served waited for the k-1 before it
+    waits = sorted(a["queue_s"] for a in answers)
+    assert waits[-1] > waits[0]
+    services = sorted(a["service_s"] for a in answers)
+    assert waits[-1] >= sum(services[: n // 2])  # the last one waited for (at least) half the others
+    assert all(a["size"] == 256 and a["frames"] == imaging.FRAMES_PER_MULT for a in answers)
+
+
+async def test_metrics_parse_and_count_what_was_served(one_worker: tuple[str, Backend]) -> None:
+    url, _ = one_worker
+    async with aiohttp.ClientSession() as session:
+        for size in ("64", "128"):
+            async with session.post(f"{url}/work", params={"size": size}, data=b"x" * 1000) as resp:
+                assert resp.status == 200
+        async with session.get(f"{url}/work", headers={CLASS_HEADER: "96"}) as resp:
+            assert (await resp.json())["size"] == 96
+        async with session.get(f"{url}/metrics") as resp:
+            assert resp.status == 200
+            text = await resp.text()
+        async with session.get(f"{url}/healthz") as resp:
+            assert await resp.json() == {"id": "t1", "workers": 1, "work_mult": 1.0}
+    families = {fam.name: fam.type for fam in text_string_to_metric_families(text)}
+    assert families["presage_backend_in_flight"] == "gauge"
+    assert families["presage_backend_queue_length"] == "gauge"
+    assert families["presage_backend_workers"] == "gauge"
+    assert families["presage_backend_served"] == "counter"
+    values = scrape(text)
+    assert values["presage_backend_served_total"] == 3.0
+    assert values["presage_backend_in_flight"] == 0.0
+    assert values["presage_backend_queue_length"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("params", "headers", "reason"),
+    [
+        ({"size": "abc"}, {}, "size: not a number"),
+        ({"size": "5000"}, {}, "size: must be an image side in 16..1024"),
+        ({"size": "8"}, {}, "size: must be an image side"),
+        ({"size": "12.5"}, {}, "size: the image side must be a whole number"),
+        ({"size": "nan"}, {}, "size: the image side must be a whole number"),
+        ({}, {CLASS_HEADER: "-3"}, f"{CLASS_HEADER}: must be an image side"),
+    ],
+)
+async def test_a_bad_size_is_a_400_with_the_reason(
+    one_worker: tuple[str, Backend], params: dict[str, str], headers: dict[str, str], reason: str
+) -> None:
+    url, backend = one_worker
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/work", params=params,
+                                                               headers=headers) as resp:
+        assert resp.status == 400
+        assert reason in await resp.text()
+    assert backend.served == 0
+
+
+def test_the_size_comes_from_the_query_first_then_the_class_header() -> None:
+    assert parse_side("128", "512") == 128
+    assert parse_side(None, "512") == 512
+    assert parse_side(None, None) == imaging.DEFAULT_SIDE
+    assert parse_side(None, "") == imaging.DEFAULT_SIDE
+
+
+def test_work_grows_with_size_and_frames() -> None:
+    small, large = imaging.filter_movie(64, 1), imaging.filter_movie(128, 2)
+    assert (small.side, small.frames, large.frames) == (64, 1, 2)
+    assert small.picks > 0 and large.picks > 0
+    assert imaging.frames_for(1.5) == 6 and imaging.frames_for(0.01) == 1
+    assert imaging.work_units(256, 4) == 4 * imaging.work_units(256, 1)
