@@ -29,6 +29,8 @@ class AdminView(Protocol):
 
     def backends_json(self) -> dict[str, object]: ...
 
+    def model_json(self) -> dict[str, object]: ...
+
 
 RUNTIME_KEY: web.AppKey[AdminView] = web.AppKey("presage_runtime")
 
@@ -57,6 +59,16 @@ async def backends(request: web.Request) -> web.Response:
     )
 
 
+async def model(request: web.Request) -> web.Response:
+    """The model in service, its live accuracy, fallbacks by reason, and the shadow's verdict."""
+    payload = request.app[RUNTIME_KEY].model_json()
+    payload["worker_pid"] = os.getpid()
+    return web.Response(
+        body=orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY),
+        content_type="application/json",
+    )
+
+
 def make_admin_app(runtime: AdminView) -> web.Application:
     app = web.Application()
     app[RUNTIME_KEY] = runtime
@@ -64,4 +76,5 @@ def make_admin_app(runtime: AdminView) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/backends", backends)
+    app.router.add_get("/v1/model", model)
     return app

@@ -30,7 +30,7 @@ import random
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
@@ -46,6 +46,10 @@ from .headers import ForwardingPolicy
 from .health import ActiveHealthChecker
 from .metrics import BackendMetrics, Metrics
 from .pool import BackendPool
+from .predict.wants import needs_runtime
+
+if TYPE_CHECKING:
+    from .predict.runtime import PredictionRuntime
 from .retry_budget import RetryBudget
 from .server import ProxyServer
 from .tasks import cancel_and_wait
@@ -86,7 +90,9 @@ class Worker:
         # Builds the policy for a config (and again on each reload); the default covers every
         # policy that needs no outside state. A policy with runtime inputs (a model, a feature
         # store) is built by a factory that closes over them.
-        self.policy_factory: PolicyFactory = policy_factory or default_policy
+        self.policy_factory: PolicyFactory | None = policy_factory
+        # feature store, model, recorder: only for configs that predict, shadow, explore or record
+        self.prediction: PredictionRuntime | None = None
         self.metrics = Metrics()
         self.session: ClientSession | None = None
         self.upstream: UpstreamPool | None = None
@@ -117,12 +123,25 @@ class Worker:
 
     def backends_json(self) -> dict[str, Any]:
         state = self.state
-        return {"policy": state.policy_name, "backends": state.pool.snapshot_json(self.clock())}
+        rows = state.pool.snapshot_json(self.clock())
+        snap = self.prediction.snapshot if self.prediction is not None else None
+        if snap is not None:
+            features = snap.describe(time.time())
+            for row in rows:
+                row["features"] = features.get(str(row.get("id")))
+        return {"policy": state.policy_name, "backends": rows}
+
+    def model_json(self) -> dict[str, Any]:
+        if self.prediction is None:
+            return {"policy": self.config.policy, "prediction": None}
+        return self.prediction.describe()
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         app = make_admin_app(self)
-        app.cleanup_ctx.extend([self._clients_ctx, self._dataplane_ctx, self._health_ctx, self._sync_ctx])
+        app.cleanup_ctx.extend(
+            [self._clients_ctx, self._prediction_ctx, self._dataplane_ctx, self._health_ctx, self._sync_ctx]
+        )
         self._admin_runner = web.AppRunner(app, access_log=None)
         try:
             await self._admin_runner.setup()
@@ -219,6 +238,22 @@ class Worker:
             await self.upstream.close()
             await self.session.close()
 
+    async def _prediction_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        if self.policy_factory is None and needs_runtime(self.config):
+            from .predict.runtime import PredictionRuntime
+
+            self.prediction = PredictionRuntime(self.config, self.metrics, rng=random.Random())
+            try:
+                await self.prediction.start()
+            except BaseException:
+                await self.prediction.stop()
+                raise
+        try:
+            yield
+        finally:
+            if self.prediction is not None:
+                await self.prediction.stop()
+
     async def _dataplane_ctx(self, app: web.Application) -> AsyncIterator[None]:
         self.access_log = AccessLog(self.config.access_log.path, self.config.access_log.sample)
         await self.access_log.start()
@@ -263,7 +298,16 @@ class Worker:
     def build_state(self, config: ProxyConfig, previous: DataPlaneState | None) -> DataPlaneState:
         """A complete new state; nothing running is touched until the caller swaps it in."""
         assert self.upstream is not None
-        pool = self._build_pool(config, previous)
+        tap = None
+        if self.policy_factory is not None:
+            policy = self.policy_factory(config)
+        elif self.prediction is not None:
+            policy, tap = self.prediction.policy_for(config)
+        elif needs_runtime(config):
+            raise ConfigError("policy", "predicted, shadow, explore and record need a restart to turn on")
+        else:
+            policy = default_policy(config)
+        pool = self._build_pool(config, previous, policy)
         routes = {ep.id: self._route(ep) for ep in pool.endpoints}
         return DataPlaneState(
             pool=pool,
@@ -280,9 +324,12 @@ class Worker:
             max_body_bytes=config.max_body_bytes,
             class_from=config.class_from,
             explain=config.explain_header,
+            tap=tap,
         )
 
-    def _build_pool(self, config: ProxyConfig, previous: DataPlaneState | None) -> BackendPool:
+    def _build_pool(
+        self, config: ProxyConfig, previous: DataPlaneState | None, policy: Policy
+    ) -> BackendPool:
         old = {ep.id: ep for ep in previous.pool.endpoints} if previous else {}
         endpoints = []
         for spec in config.backends:
@@ -295,7 +342,7 @@ class Worker:
             endpoints.append(ep)
         return BackendPool(
             endpoints,
-            self.policy_factory(config),
+            policy,
             outlier=config.outlier,
             panic_threshold_percent=config.panic_threshold_percent,
             clock=self.clock,
@@ -359,6 +406,8 @@ class Worker:
             self.dataplane.access_log = access_log
             await previous_log.stop()
         self._forget_removed(old, new)
+        if self.prediction is not None:
+            self.prediction.backends_changed(new)
         self.upstream.set_limit(new.max_connections_per_backend)
         if new.health != old.health:
             if self.health is not None:
@@ -383,6 +432,8 @@ class Worker:
 
     def sync_gauges(self) -> None:
         """Copy live per-backend state into the gauges and flush batched metrics (1 Hz)."""
+        if self.prediction is not None:
+            self.prediction.sync()
         self.metrics.flush()
         if self.dataplane is None:
             return
@@ -441,3 +492,4 @@ def run_worker(
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 1
+

@@ -188,6 +188,8 @@ class ProxyConfig:
     workers: int = 1
     class_from: ClassFrom | None = None
     record: str | None = None
+    record_stream: str | None = None  # Redis stream key for samples, e.g. presage:samples
+    record_fraction: float = 1.0  # share of requests recorded
     explore: float = 0.0
     timeouts: Timeouts = field(default_factory=Timeouts)
     max_body_bytes: int = 1 << 30
@@ -360,6 +362,13 @@ def _optional_policy(value: Any) -> str | None:
 
 
 def _check_policies(config: ProxyConfig) -> None:
+    if config.predicted and "predicted" in (config.policy, config.shadow):
+        from .balancer.predicted import PredictedSettings
+
+        try:
+            PredictedSettings.from_mapping(dict(config.predicted))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError("predicted", str(exc)) from None
     names = tuple(registry.POLICY_NAMES)
     for key in ("policy", "shadow"):
         value = getattr(config, key)
@@ -439,6 +448,8 @@ _TOP_LEVEL: dict[str, Callable[[Any], Any]] = {
     "redis": _optional_str,
     "model": _optional_str,
     "record": _optional_str,
+    "record_stream": _optional_str,
+    "record_fraction": _number(0.0, 1.0),
     "workers": _positive_int,
     "class_from": _class_from,
     "explore": _number(0.0, 1.0),
@@ -502,6 +513,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--workers", "workers", int, "worker processes sharing the port (SO_REUSEPORT)", "N"),
     Flag("--class-from", "class_from", _parse_optional, "header:NAME | query:NAME | path:REGEX", "SPEC"),
     Flag("--record", "record", _parse_optional, "write training samples to FILE", "FILE"),
+    Flag("--record-stream", "record_stream", _parse_optional, "write samples to this Redis stream", "KEY"),
+    Flag("--record-fraction", "record_fraction", float, "share of requests recorded (default 1)", "F"),
     Flag("--explore", "explore", float, "share of requests routed at random", "EPS"),
     Flag("--shadow", "shadow", _parse_optional, "policy evaluated beside the live one", "NAME"),
     Flag("--access-log", "access_log.path", _parse_optional, "'-' stdout, a file, or 'off'", "PATH"),

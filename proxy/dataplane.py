@@ -31,7 +31,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientSession, hdrs, web
 
@@ -66,6 +66,9 @@ from .retry_budget import RetryBudget
 from .upstream import Origin, UpstreamConnection
 from .websocket import bridge, connect_upstream
 
+if TYPE_CHECKING:  # the tap pulls in numpy/onnxruntime; only workers that predict import it
+    from .predict.tap import DecisionTap
+
 IDEMPOTENT: frozenset[str] = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 BUFFER_LIMIT = 64 * 1024  # request bodies up to this are read before sending, so they can be replayed
 SMALL_RESPONSE = 64 * 1024  # response bodies up to this are answered in one write
@@ -99,6 +102,7 @@ class DataPlaneState:
     class_from: ClassFrom | None
     explain: bool
     via_line: bytes = b"Via: 1.1 presage\r\n"
+    tap: DecisionTap | None = None  # prediction feedback, shadow scoring, sample recording
 
 
 class Exchange:
@@ -109,6 +113,7 @@ class Exchange:
         "backend",
         "bytes_in",
         "bytes_out",
+        "decision",
         "reason",
         "request_id",
         "response",
@@ -124,6 +129,7 @@ class Exchange:
         self.wall = time.time()
         self.status = 0
         self.backend: str | None = None
+        self.decision: bytes | None = None  # x-presage-decision value (--explain-header)
         self.upstream_status = 0
         self.upstream_s = 0.0
         self.bytes_in = 0
@@ -324,7 +330,7 @@ class DataPlane:
             if body is not None:
                 data += body
             try:
-                return await self._attempt(request, st, ex, route, data, chunked, streamed)
+                return await self._attempt(request, st, ex, route, data, chunked, streamed, info)
             except UpstreamConnectError as err:
                 now = self.clock()
                 if retries_left <= 0 or not st.retry_budget.try_withdraw(now):
@@ -343,12 +349,19 @@ class DataPlane:
         data: bytes,
         chunked: bool,
         streamed: bool,
+        info: RequestInfo,
     ) -> web.StreamResponse:
         """One try on one backend, bracketed by ``pool.begin``/``pool.end``."""
         ep = route.endpoint
         ex.backend = ep.id
         ex.attempts += 1
         dispatched = self.clock()
+        tap = st.tap
+        ticket = None
+        if tap is not None:  # before begin: record the in-flight counts the policy saw
+            ticket = tap.dispatched(ep, st.pool.eligible(dispatched), info, ex.request_id, dispatched)
+            if st.explain:
+                ex.decision = tap.explain(ticket)
         st.pool.begin(ep, dispatched)
         outcome = Outcome.CLIENT_ABORT
         rtt = 0.0
@@ -381,7 +394,7 @@ class DataPlane:
                 if head.length:
                     body = conn.take_body() if conn.complete else await conn.read_all(head.length)
                 ex.bytes_out = len(body)
-                return self._write_whole(request, st, route, head, body)
+                return self._write_whole(request, st, route, head, body, ex.decision)
             response, outcome = await self._stream(request, st, ex, route, conn, head, outcome)
             return response
         except ProxyError as err:
@@ -394,6 +407,8 @@ class DataPlane:
             if conn is not None:
                 conn.release()
             st.pool.end(ep, self.clock(), rtt, outcome)
+            if ticket is not None:
+                tap.completed(ticket, rtt, outcome is Outcome.OK, ex.upstream_status)  # type: ignore[union-attr]
 
     async def _pump(
         self, request: web.BaseRequest, conn: UpstreamConnection, chunked: bool, limit: int, ex: Exchange
@@ -418,7 +433,13 @@ class DataPlane:
             conn.abort(ClientAborted(f"client went away during the upload: {exc}"))
 
     def _write_whole(
-        self, request: web.BaseRequest, st: DataPlaneState, route: Route, head: ResponseHead, body: bytes
+        self,
+        request: web.BaseRequest,
+        st: DataPlaneState,
+        route: Route,
+        head: ResponseHead,
+        body: bytes,
+        decision: bytes | None = None,
     ) -> web.StreamResponse:
         """Answer a bodiless or small response in one write of the backend's own field block.
 
@@ -438,6 +459,8 @@ class DataPlane:
         if st.explain:
             parts += (b"x-presage-backend: ", route.endpoint.id.encode(), b"\r\nx-presage-policy: ",
                       st.policy_name.encode(), b"\r\n")  # fmt: skip
+            if decision is not None:
+                parts += (b"x-presage-decision: ", decision, b"\r\n")
         if not keep_alive and version >= (1, 1):
             parts.append(b"Connection: close\r\n")
         elif keep_alive and version < (1, 1):
@@ -461,6 +484,8 @@ class DataPlane:
         if st.explain:
             headers["x-presage-backend"] = route.endpoint.id
             headers["x-presage-policy"] = st.policy_name
+            if ex.decision is not None:
+                headers["x-presage-decision"] = ex.decision.decode()
         response = ProxyStreamResponse(status=head.status, reason=head.reason, headers=headers)
         ex.response = response
         try:

@@ -195,6 +195,8 @@ class Metrics:
         self.build_info.labels(__version__, platform.python_version()).set(1)
         self.batched: list[BatchedCounter | BatchedHistogram] = []
         self.request_duration_batched = self._batch(BatchedHistogram(self.request_duration))
+        self.batched_decision_duration = self._batch(BatchedHistogram(self.decision_duration))
+        self.batched_prediction_error = self._batch(BatchedHistogram(self.prediction_error))
         # requests answered without a backend (refused, no backend available): backend="none"
         self.unrouted = RequestCounters(UNROUTED, self.requests, self.batched)
         for result in ("success", "error"):
@@ -224,6 +226,15 @@ class Metrics:
         self.live_accuracy = Gauge(
             "presage_live_accuracy_ratio", "Rolling 1 - MAPE of live predictions.",
             multiprocess_mode="livemin", registry=r,
+        )  # fmt: skip
+        self.shadow_live_accuracy = Gauge(
+            "presage_shadow_live_accuracy_ratio",
+            "Rolling 1 - MAPE of the shadow policy's predictions for the live policy's choices.",
+            multiprocess_mode="livemin", registry=r,
+        )  # fmt: skip
+        self.shadow_choices = Counter(
+            "presage_shadow_choices", "Backends the shadow policy would have chosen.", ["backend"],
+            registry=r,
         )  # fmt: skip
 
     def _batch(self, metric: BatchedHistogram) -> BatchedHistogram:

@@ -214,6 +214,8 @@ def _reloader(running: ProxyConfig, configured: ProxyConfig, argv: list[str]) ->
         new = load_config(argv)
         listen = running.listen if new.listen == configured.listen else new.listen
         admin = running.admin if new.admin == configured.admin else new.admin
+        if new.redis is None and running.redis is not None:  # the supervisor's embedded Redis
+            new = dataclasses.replace(new, redis=running.redis)
         return with_ports(new, listen, admin)
 
     return reload

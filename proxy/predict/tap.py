@@ -1,0 +1,213 @@
+"""What the data plane tells the prediction machinery about each try, and what it hears back.
+
+The data plane calls ``dispatched`` just before a try goes out (before ``pool.begin``, so the
+in-flight counts recorded are the ones the policy saw) and ``completed`` when its response head
+arrived or it failed. In between the ``Ticket`` carries what the decision knew:
+
+* the ``predicted`` policy's ``Decision`` (its prediction for the chosen backend), turned into live
+  accuracy, prediction error and the explain header;
+* in shadow mode, the shadow's decision, scored against the live choice;
+* for a sampled share of requests, a pending training sample (``proxy.recorder``): a reference to
+  the immutable feature snapshot plus each candidate's proxy-local signals, no copy of a vector.
+
+Everything here is O(candidates) arithmetic on objects that already exist; gauges are copied at
+1 Hz by ``sync`` rather than set per request.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..balancer.base import Endpoint, RequestInfo
+from ..balancer.explore import ExplorePolicy
+from ..balancer.predicted import Decision, PredictedPolicy
+from ..balancer.shadow import ShadowPolicy
+from ..metrics import BatchedHistogram, Metrics
+from ..recorder import PendingSample, SampleRecorder, local_signals
+
+
+class Ticket:
+    __slots__ = ("backend", "decision", "explored", "pending", "shadow")
+
+    def __init__(
+        self,
+        backend: Endpoint,
+        decision: Decision | None,
+        shadow: Decision | None,
+        pending: PendingSample | None,
+        explored: bool,
+    ) -> None:
+        self.backend = backend
+        self.decision = decision
+        self.shadow = shadow
+        self.pending = pending
+        self.explored = explored
+
+
+class DecisionTap:
+    def __init__(
+        self,
+        *,
+        policy_name: str,
+        metrics: Metrics,
+        predicted: PredictedPolicy | None = None,
+        shadow: ShadowPolicy | None = None,
+        explore: ExplorePolicy | None = None,
+        recorder: SampleRecorder | None = None,
+        features: Any = None,
+        rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.policy_name = policy_name
+        self.metrics = metrics
+        self.predicted = predicted
+        self.shadow = shadow
+        self.explore = explore
+        self.recorder = recorder
+        self.features = features
+        self.rng = rng or random.Random()
+        self.wall_clock = wall_clock
+        self.prediction_error: BatchedHistogram = metrics.batched_prediction_error
+        self.last_prediction: dict[str, float] = {}  # backend -> latest prediction, for the gauge
+        self.shadow_choices: dict[str, int] = {}
+        self.shadow_agreed = 0
+        self.shadow_total = 0
+        self._rows_of: tuple[Any, dict[str, int]] = (None, {})
+
+    # -- request path -----------------------------------------------------------------------------
+    def dispatched(
+        self,
+        ep: Endpoint,
+        candidates: Sequence[Endpoint],
+        info: RequestInfo,
+        request_id: str,
+        now: float,
+    ) -> Ticket | None:
+        explored = self.explore.explored if self.explore is not None else False
+        decision = None
+        if self.predicted is not None and not explored:
+            last = self.predicted.last
+            if last.endpoint is ep:
+                decision = last
+        shadow = self.shadow.last_shadow if self.shadow is not None else None
+        pending = None
+        recorder = self.recorder
+        if recorder is not None and recorder.wants(self.rng.random()):
+            pending = self._pending(ep, candidates, info, request_id, now, explored)
+        if decision is None and shadow is None and pending is None:
+            return None
+        return Ticket(ep, decision, shadow, pending, explored)
+
+    def completed(self, ticket: Ticket, rtt_s: float, ok: bool, status: int) -> None:
+        ep = ticket.backend
+        decision = ticket.decision
+        if decision is not None and self.predicted is not None:
+            ape = self.predicted.observe(decision.predicted_s, rtt_s, ok)
+            if ape is not None:
+                self.prediction_error.observe(ape)
+                self.last_prediction[ep.id] = decision.predicted_s
+        shadow = ticket.shadow
+        if shadow is not None and self.shadow is not None:
+            self.shadow.shadow.observe(shadow.prediction_for(ep), rtt_s, ok)
+            would = shadow.endpoint
+            if would is not None:
+                self.shadow_total += 1
+                self.shadow_agreed += would is ep
+                self.shadow_choices[would.id] = self.shadow_choices.get(would.id, 0) + 1
+        if ticket.pending is not None and self.recorder is not None:
+            self.recorder.complete(ticket.pending, rtt_s, status)
+
+    def explain(self, ticket: Ticket | None) -> bytes:
+        """The ``x-presage-decision`` value: chosen backend, its prediction, runner-up, reason."""
+        if ticket is None:
+            return b"policy=" + self.policy_name.encode()
+        if ticket.explored:
+            return b"reason=explore"
+        d = ticket.decision
+        if d is None:
+            return b"policy=" + self.policy_name.encode()
+        parts = [f"reason={'fallback:' + d.fallback if d.fallback else 'model'}"]
+        if d.predicted_s == d.predicted_s:
+            parts.append(f"predicted_ms={d.predicted_s * 1e3:.3f}")
+        if d.runner_up is not None:
+            parts.append(f"runner_up={d.runner_up.id}")
+            if d.runner_up_s == d.runner_up_s:
+                parts.append(f"runner_up_ms={d.runner_up_s * 1e3:.3f}")
+        return "; ".join(parts).encode()
+
+    # -- 1 Hz -------------------------------------------------------------------------------------
+    def sync(self) -> None:
+        m = self.metrics
+        if self.predicted is not None:
+            acc = self.predicted.accuracy.accuracy()
+            if acc is not None:
+                m.live_accuracy.set(acc)
+            for backend, value in self.last_prediction.items():
+                m.predicted_latency.labels(backend).set(value)
+        if self.shadow is not None:
+            acc = self.shadow.shadow.accuracy.accuracy()
+            if acc is not None:
+                m.shadow_live_accuracy.set(acc)
+            for backend, n in self.shadow_choices.items():
+                m.shadow_choices.labels(backend).inc(n)
+            self.shadow_choices.clear()
+
+    def describe(self, now: float) -> dict[str, Any]:
+        out: dict[str, Any] = {"policy": self.policy_name}
+        if self.predicted is not None:
+            out["predicted"] = self.predicted.describe(now)
+        if self.shadow is not None:
+            out["shadow"] = self.shadow.shadow.describe(now) | {
+                "agreement": self.shadow_agreed / self.shadow_total if self.shadow_total else None,
+                "decisions": self.shadow_total,
+            }
+        if self.explore is not None:
+            out["explore"] = self.explore.eps
+        if self.recorder is not None:
+            out["recorder"] = {"recorded": self.recorder.recorded, "dropped": self.recorder.dropped}
+        return out
+
+    # -- internals --------------------------------------------------------------------------------
+    def _pending(
+        self,
+        ep: Endpoint,
+        candidates: Sequence[Endpoint],
+        info: RequestInfo,
+        request_id: str,
+        now: float,
+        explored: bool,
+    ) -> PendingSample:
+        snap = self.features.snapshot if self.features is not None else None
+        wall = self.wall_clock()
+        rows = self._rows(snap)
+        local = []
+        for c in candidates:
+            row = rows.get(c.id)
+            age = wall - float(snap.sample_ts[row]) if row is not None else math.nan
+            local.append(local_signals(c.in_flight, c.ewma_cost(now), age if age == age else -1.0))
+        return PendingSample(
+            ts=wall,
+            id=request_id,
+            method=info.method,
+            req_bytes=info.body_bytes,
+            req_class=info.req_class,
+            policy=self.policy_name,
+            explore=explored,
+            chosen=ep.id,
+            snap=snap,
+            backends=tuple(c.id for c in candidates),
+            local=tuple(local),
+        )
+
+    def _rows(self, snap: Any) -> dict[str, int]:
+        if snap is None:
+            return {}
+        seen, rows = self._rows_of
+        if seen is not snap:
+            rows = {bid: i for i, bid in enumerate(snap.backend_ids)}
+            self._rows_of = (snap, rows)
+        return rows

@@ -1,0 +1,160 @@
+"""The ``predicted`` policy on a real ONNX model: it routes by prediction, and every safeguard
+falls back to peak-EWMA with its reason counted."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from predict_fixtures import snapshot, true_rtt
+
+from proxy.balancer.base import RequestInfo
+from proxy.balancer.endpoint import Endpoint
+from proxy.balancer.peak_ewma import PeakEwmaPolicy
+from proxy.balancer.predicted import PredictedPolicy, PredictedSettings
+from proxy.predict.model_holder import ModelHolder
+
+REQ = RequestInfo("GET", 0, 1.0, True)
+NOW = 1000.0  # the pool's monotonic clock
+
+
+@dataclass
+class Store:
+    snapshot: Any
+
+
+def endpoints(n: int) -> list[Endpoint]:
+    return [Endpoint(f"b{i}", f"http://127.0.0.1:{9000 + i}") for i in range(n)]
+
+
+def policy(holder: ModelHolder, store: Store, **settings: Any) -> PredictedPolicy:
+    # a generous decision budget: these tests are about choices, and a loaded test machine can
+    # take more than the default 50 us per decision (the breaker has its own test below)
+    s = {"choices": 0, "min_budget_s": 0.01, **settings}
+    return PredictedPolicy(
+        holder=holder, features=store, fallback=PeakEwmaPolicy(), settings=PredictedSettings(**s)
+    )
+
+
+def test_routes_to_the_lowest_prediction_and_names_the_runner_up(holder: ModelHolder) -> None:
+    store = Store(snapshot([8, 1, 15, 4]))
+    p = policy(holder, store)
+    d = p.decide(endpoints(4), REQ, random.Random(1), NOW)
+    assert d.fallback is None
+    assert d.endpoint is not None and d.endpoint.id == "b1"
+    assert d.runner_up is not None and d.runner_up.id == "b3"
+    assert d.predicted_s == pytest.approx(true_rtt(1), rel=0.15)
+    assert d.predicted_s < d.runner_up_s
+    assert d.duration_s > 0
+
+
+def test_power_of_two_choices_never_picks_the_worst_and_spreads_over_the_rest(holder: ModelHolder) -> None:
+    store = Store(snapshot([0, 1, 2, 20]))
+    p = policy(holder, store, choices=2)
+    eps = endpoints(4)
+    rng = random.Random(7)
+    counts: dict[str, int] = {}
+    for _ in range(600):
+        ep = p.pick(eps, REQ, rng, NOW)
+        assert ep is not None
+        counts[ep.id] = counts.get(ep.id, 0) + 1
+    assert counts.get("b3", 0) == 0  # the slowest loses every pair it is in
+    assert 0.4 < counts["b0"] / 600 < 0.6  # best wins the half of pairs it is drawn into: no herd
+    assert counts["b2"] > 0
+
+
+def test_in_flight_penalty_moves_load_off_a_busy_backend(holder: ModelHolder) -> None:
+    store = Store(snapshot([1, 2]))
+    eps = endpoints(2)
+    eps[0].in_flight = 10
+    assert policy(holder, store).pick(eps, REQ, random.Random(1), NOW) is eps[0]
+    assert policy(holder, store, inflight_penalty=0.5).pick(eps, REQ, random.Random(1), NOW) is eps[1]
+
+
+def test_no_model_falls_back(holder: ModelHolder) -> None:
+    p = policy(ModelHolder(), Store(snapshot([1, 2])))
+    d = p.decide(endpoints(2), REQ, random.Random(1), NOW)
+    assert d.fallback == "no_model" and d.endpoint is not None
+    assert p.fallbacks["no_model"] == 1
+
+
+@pytest.mark.parametrize(
+    ("snap", "reason"),
+    [
+        (lambda: None, "stale"),  # no snapshot at all yet
+        (lambda: snapshot([1, 2], age_s=60.0), "stale"),  # vectors older than stale_after_s
+        (lambda: snapshot([1], ids=["b0"]), "stale"),  # a candidate without any vector
+        (lambda: snapshot([1, 500]), "ood"),  # a queue far beyond anything seen in training
+    ],
+)
+def test_untrustworthy_inputs_fall_back_with_their_reason(
+    holder: ModelHolder, snap: Any, reason: str
+) -> None:
+    calls: list[str] = []
+    p = PredictedPolicy(
+        holder=holder, features=Store(snap()), fallback=PeakEwmaPolicy(), on_fallback=calls.append
+    )
+    d = p.decide(endpoints(2), REQ, random.Random(1), NOW)
+    assert d.fallback == reason and d.endpoint is not None
+    assert calls == [reason] and p.fallbacks[reason] == 1
+
+
+def test_low_live_accuracy_falls_back_and_recovers_by_itself(holder: ModelHolder) -> None:
+    store = Store(snapshot([1, 2]))
+    p = policy(holder, store, accuracy_window=20, min_observations=10, min_accuracy=0.6)
+    eps = endpoints(2)
+    rng = random.Random(3)
+    for _ in range(20):  # the backend behaves 10x slower than predicted: accuracy ~0
+        d = p.decide(eps, REQ, rng, NOW)
+        p.observe(d.predicted_s, d.predicted_s * 10, True)
+    d = p.decide(eps, REQ, rng, NOW)
+    assert d.fallback == "accuracy"
+    # still scored while falling back, so accurate observations lift the safeguard again
+    assert d.predicted_s == d.predicted_s
+    for _ in range(20):
+        d = p.decide(eps, REQ, rng, NOW)
+        p.observe(d.predicted_s, d.predicted_s * 1.05, True)
+    assert p.decide(eps, REQ, rng, NOW).fallback is None
+
+
+def test_failed_tries_are_not_accuracy_evidence(holder: ModelHolder) -> None:
+    p = policy(holder, Store(snapshot([1, 2])), accuracy_window=20, min_observations=10)
+    for _ in range(30):
+        assert p.observe(0.005, 0.5, False) is None
+    assert p.accuracy.count == 0
+
+
+def test_slow_decisions_open_the_breaker(holder: ModelHolder) -> None:
+    ticks: Iterator[float] = iter(float(i) * 1e-3 for i in range(10_000))  # every decision takes 1 ms
+    p = PredictedPolicy(
+        holder=holder,
+        features=Store(snapshot([1, 2])),
+        fallback=PeakEwmaPolicy(),
+        settings=PredictedSettings(choices=0, budget_cooldown_s=5.0),
+        perf_counter=lambda: next(ticks),
+    )
+    eps = endpoints(2)
+    reasons = [p.decide(eps, REQ, random.Random(1), NOW).fallback for _ in range(40)]
+    assert reasons[0] is None and "slow" in reasons
+    assert p.decide(eps, REQ, random.Random(1), NOW + 10.0).fallback is None  # cooled down: half-open
+
+
+def test_a_model_swap_resets_live_accuracy(holder: ModelHolder) -> None:
+    p = policy(holder, Store(snapshot([1, 2])), accuracy_window=20, min_observations=10)
+    for _ in range(15):
+        p.observe(0.005, 0.05, True)
+    assert p.accuracy.accuracy() is not None
+    holder.swap(holder.current)
+    assert p.accuracy.accuracy() is None
+
+
+def test_settings_name_the_bad_key() -> None:
+    with pytest.raises(ValueError, match=r"predicted\.choices"):
+        PredictedSettings(choices=1)
+    with pytest.raises(ValueError, match=r"predicted\.budget_frac"):
+        PredictedSettings(budget_frac=0.5)
+    with pytest.raises(ValueError, match=r"predicted\.chioces: unknown key"):
+        PredictedSettings.from_mapping({"chioces": 2})
