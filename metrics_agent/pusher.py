@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from . import schema
@@ -74,7 +75,7 @@ def make_client(url: str, *, timeout_s: float) -> Any:
     auth: dict[str, Any] = {"username": user, "password": password, "ssl": base == "rediss"}
     nodes = _nodes(parts.netloc, url)
     if kind == "cluster":
-        from redis.cluster import ClusterNode, RedisCluster
+        from redis.cluster import ClusterNode
 
         return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], **auth, **common)
     from redis.sentinel import Sentinel
@@ -106,6 +107,7 @@ class Pusher:
         interval_s: float,
     ) -> None:
         self.client = client
+        self._cluster = isinstance(client, RedisCluster)
         self.backend_id = backend_id
         self.key = schema.vector_key(backend_id, prefix)
         self.history_key = schema.history_key(backend_id, prefix)
@@ -140,6 +142,9 @@ class Pusher:
             self._thread.join(timeout_s)
         try:
             self.client.close()
+            manager = getattr(getattr(self.client, "connection_pool", None), "sentinel_manager", None)
+            for sentinel in getattr(manager, "sentinels", ()):  # a Sentinel client's own connections
+                sentinel.close()
         except Exception as exc:  # already broken: nothing left to release
             log.debug("closing the Redis client: %s", exc)
 
@@ -147,10 +152,13 @@ class Pusher:
         """One pipelined SET + PUBLISH (+ XADD); raises on failure (used by the thread and tests)."""
         pipe = self.client.pipeline(transaction=False)
         pipe.set(self.key, payload, px=self.ttl_ms)
-        pipe.publish(self.channel, self.backend_id)
+        if not self._cluster:
+            pipe.publish(self.channel, self.backend_id)
         if self.history > 0:
             pipe.xadd(self.history_key, {HISTORY_FIELD: payload}, maxlen=self.history, approximate=True)
         pipe.execute()
+        if self._cluster:  # redis-py refuses PUBLISH in a cluster pipeline; it is cluster-wide anyway
+            self.client.publish(self.channel, self.backend_id)
 
     def _take(self) -> bytes | None:
         with self._cond:

@@ -42,7 +42,7 @@ import numpy as np
 
 from metrics_agent import schema
 
-from .redis_conn import async_client
+from .redis_conn import aclose_client, async_client
 from .tasks import cancel_and_wait
 
 log = logging.getLogger("presage.features")
@@ -202,6 +202,7 @@ class FeatureStore:
         self._held: dict[str, _Held] = {}
         self._last_ts: dict[str, tuple[float, int, tuple[str, ...]]] = {}  # kept after expiry, for ages
         self._logged: set[tuple[str, str]] = set()
+        self._last_bad: dict[str, bytes] = {}
         self._ids: tuple[str, ...] = ()
         self._idset: frozenset[str] = frozenset()
         self._seq = 0
@@ -230,6 +231,7 @@ class FeatureStore:
         self._ids, self._idset = ids, frozenset(ids)
         for gone in set(self._held) - set(ids):
             del self._held[gone]
+        self._last_bad = {bid: v for bid, v in self._last_bad.items() if bid in ids}
         self._last_ts = {bid: v for bid, v in self._last_ts.items() if bid in ids}
         self._poll_due = True  # fetch the new ids' vectors at the next loop turn
         self._publish(self._build(self.clock()))
@@ -239,32 +241,34 @@ class FeatureStore:
     def ingest(self, backend_id: str, raw: bytes | None, now: float) -> bool:
         """Take one value read from ``{prefix}fv:{backend_id}``; True when it replaced the held vector."""
         held = self._held.get(backend_id)
-        if raw is None or (held is not None and raw == held.raw):
+        if raw is None or (held is not None and raw == held.raw) or raw == self._last_bad.get(backend_id):
             return False  # key gone (TTL: the held vector will go stale), or nothing new
+        self._last_bad.pop(backend_id, None)
         try:
             vec = schema.decode(raw)
         except schema.SchemaError as exc:
-            return self._reject(backend_id, _reclassify(raw, exc), str(exc))
+            return self._reject(backend_id, raw, _reclassify(raw, exc), str(exc))
         if vec.windows != self.windows:
             return self._reject(
-                backend_id, "windows", f"windows {list(vec.windows)}, proxy uses {list(self.windows)}"
+                backend_id, raw, "windows", f"windows {list(vec.windows)}, proxy uses {list(self.windows)}"
             )
         if vec.backend != backend_id:
-            return self._reject(backend_id, "backend", f"vector names backend {vec.backend!r}")
+            return self._reject(backend_id, raw, "backend", f"vector names backend {vec.backend!r}")
         if vec.ts > now + self.ttl_s:
-            return self._reject(backend_id, "future", f"sampled {vec.ts - now:.1f} s in the future")
+            return self._reject(backend_id, raw, "future", f"sampled {vec.ts - now:.1f} s in the future")
         if (held is not None and vec.ts <= held.vec.ts) or now - vec.ts > self.ttl_s:
             return False  # older than what we hold, or stale already: not bad, just not news
         with np.errstate(over="ignore"):
             row = np.asarray(vec.values, dtype=np.float32)
         if not np.isfinite(row).all():
-            return self._reject(backend_id, "range", "a value overflows float32")
+            return self._reject(backend_id, raw, "range", "a value overflows float32")
         self._held[backend_id] = _Held(vec, row, bytes(raw))
         self._last_ts[backend_id] = (vec.ts, vec.seq, vec.missing)
         self.accepted += 1
         return True
 
-    def _reject(self, backend_id: str, reason: str, detail: str) -> bool:
+    def _reject(self, backend_id: str, raw: bytes, reason: str, detail: str) -> bool:
+        self._last_bad[backend_id] = bytes(raw)  # re-read by every poll: count it once
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
         child = self._counter_children.get(reason)
         if child is not None:
@@ -387,8 +391,10 @@ class FeatureStore:
             socket_connect_timeout=REDIS_TIMEOUT_S,
             retry=Retry(NoBackoff(), 0),
         )
-        pubsub = client.pubsub()
+        pubsub = None
         try:
+            await client.initialize()  # a cluster client must learn the slot map before pubsub()
+            pubsub = client.pubsub()
             await pubsub.subscribe(self.channel)
             await self._poll(client)  # anything published before we subscribed
             self.connected = True
@@ -397,10 +403,11 @@ class FeatureStore:
                 self._down_since = None
             await self._listen(client, pubsub)
         finally:
+            if pubsub is not None:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
-            with contextlib.suppress(Exception):
-                await client.aclose()
+                await aclose_client(client)
 
     async def _listen(self, client: Any, pubsub: Any) -> None:
         loop = asyncio.get_running_loop()

@@ -191,6 +191,22 @@ def async_client(url: str, **kwargs: Any) -> Any:
     return sentinel.master_for(u.service, db=u.db)
 
 
+def close_client(client: Any) -> None:
+    """Close a ``sync_client`` result, including a Sentinel client's connections to the sentinels."""
+    client.close()
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        sentinel.close()
+
+
+async def aclose_client(client: Any) -> None:
+    """The ``async_client`` twin of ``close_client``."""
+    await client.aclose()
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()
+
+
 # -- the endpoint, embedded or not ----------------------------------------------------------------------
 
 
