@@ -66,16 +66,20 @@ async def measure(spec: BackendSpec, size: int, duration_s: float, workdir: Path
         host_port = urlsplit(url)
         run = LoadRun([(host_port.hostname or "127.0.0.1", host_port.port or 80)], f"/work?size={size}",
                       connections=2 * spec.workers + 2)
+        used0, t0 = tb.cpu_usage_s(spec.id), time.monotonic()
         try:
             result = await closed_loop(run, duration_s)
         finally:
             run.close()
+        used1, t1 = tb.cpu_usage_s(spec.id), time.monotonic()
+        # cores the backend's group really used under load: the quota binds when this equals it
+        cores_used = (used1 - used0) / (t1 - t0) if used0 is not None and used1 is not None else None
         return {
             "id": spec.id, "workers": spec.workers, "cpu_quota_cores": spec.cpu_quota_cores,
             "work_mult": spec.work_mult, "size": size, "cpu_limits": tb.capabilities["cpu_limits"],
             "neighbour": None if neighbour is None else f"{neighbour[0]}:{neighbour[1]}",
             "episodes": [r.status for r in tb.episode_runs()],
-            "work_s": tb.size_work_s[size], **result,
+            "work_s": tb.size_work_s[size], "cores_used": cores_used, **result,
         }
 
 
@@ -87,19 +91,25 @@ def _neighbour(text: str) -> tuple[str, int]:
     return kind, int(workers)
 
 
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
     ncpu = float(len(os.sched_getaffinity(0)))
     head = f"{'backend':<16} {'workers':>7} {'quota':>6} {'mult':>5} {'size':>5} {'req/s':>8} " \
-           f"{'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'ideal':>7}"
+           f"{'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'cores':>6} {'req/cpu-s':>9} {'ideal':>7}"
     lines = [head, "-" * len(head)]
     for r in rows:
         quota = "none" if r["cpu_quota_cores"] is None else f"{r['cpu_quota_cores']:g}"
         cores = min(r["workers"], r["cpu_quota_cores"] or ncpu, ncpu)
         ideal = cores / (r["work_s"] * r["work_mult"])  # min(workers, quota, cores) / work
+        per_cpu_s = r["rps"] / r["cores_used"] if r["cores_used"] else None
         name = r["id"] + (f" +{r['neighbour']}" if r["neighbour"] else "")
         lines.append(
             f"{name:<16} {r['workers']:>7} {quota:>6} {r['work_mult']:>5g} {r['size']:>5} "
-            f"{r['rps']:>8.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['errors']:>6} {ideal:>7.1f}"
+            f"{r['rps']:>8.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['errors']:>6} "
+            f"{_num(r['cores_used'], '.2f'):>6} {_num(per_cpu_s, '.0f'):>9} {ideal:>7.1f}"
         )
     return "\n".join(lines)
 

@@ -125,6 +125,17 @@ class BackendGroup:
         text = _read(self.cpu_dir / "cgroup.procs")
         return [int(x) for x in text.split()]
 
+    def cpu_usage_s(self) -> float | None:
+        """CPU-seconds the group's tasks have used (v1 ``cpuacct.usage``, v2 ``usage_usec``)."""
+        if self.version == 2:
+            stat = dict(line.split() for line in _read(self.cpu_dir / "cpu.stat").splitlines() if " " in line)
+            return int(stat["usage_usec"]) / 1e6 if "usage_usec" in stat else None
+        for d in self.dirs:
+            text = _read(d / "cpuacct.usage").strip()
+            if text:
+                return int(text) / 1e9
+        return None
+
     def throttled(self) -> tuple[int, float]:
         """(throttled periods, throttled seconds) so far, from ``cpu.stat``."""
         stat = dict(line.split() for line in _read(self.cpu_dir / "cpu.stat").splitlines() if " " in line)

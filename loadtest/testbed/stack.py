@@ -151,6 +151,13 @@ class Testbed:
             return {}
         return {bid: str(g.path) for bid, g in self._groups.groups.items()}
 
+    def cpu_usage_s(self, backend_id: str) -> float | None:
+        """CPU-seconds used so far by the backend's cgroup (its neighbours included); None without
+        cgroups."""
+        if self._groups is None or backend_id not in self._groups.groups:
+            return None
+        return self._groups.groups[backend_id].cpu_usage_s()
+
     @property
     def pids(self) -> dict[str, int]:
         return {bid: child.pid for bid, child in self.backend_children.items()}
@@ -237,9 +244,9 @@ class Testbed:
     async def stop(self) -> None:
         """Stop everything started, in reverse order; safe to call twice and after a failed start."""
         await self.stop_interference()
-        for child in [*self.agent_children.values(), *self.backend_children.values()]:
-            await child.stop()
-        self.stopped_pids = [c.pid for c in [*self.agent_children.values(), *self.backend_children.values()]]
+        children = [*self.agent_children.values(), *self.backend_children.values()]
+        await asyncio.gather(*(child.stop() for child in children))  # each: TERM, then KILL after a grace
+        self.stopped_pids = [c.pid for c in children]
         self.agent_children.clear()
         self.backend_children.clear()
         if self._redis_closer is not None:

@@ -90,10 +90,12 @@ async def test_two_backends_start_serve_and_stop_without_leftovers(tmp_path: Pat
                 assert client.exists("presage:fv:fast") and client.exists("presage:fv:slow")
             finally:
                 client.close()
+        used = tb.cpu_usage_s("slow")
         async with aiohttp.ClientSession() as session:
             fast = await burst_service_s(session, dict(tb.backends)["fast"], 6)
             slow = await burst_service_s(session, dict(tb.backends)["slow"], 6)
         assert slow > fast  # the 0.15-core quota stretches every request's service
+        assert used is not None and (tb.cpu_usage_s("slow") or 0.0) > used  # the work ran in its group
         started = [*tb.pids.values(), *(c.pid for c in tb.agent_children.values())]
         run_dirs = list(tb._groups.run_dirs) if tb._groups else []
     assert tb.leftovers == []
