@@ -203,6 +203,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0..65535 (got {value})")
+    return value
+
+
 def _queue_limit(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 1_000_000:
@@ -227,7 +234,7 @@ def _side(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="presage backend", description=__doc__.split("\n")[0])
     p.add_argument("--id", required=True, help="backend id, sent back in X-Presage-Backend")
-    p.add_argument("--port", type=int, required=True, help="TCP port (0: any free port)")
+    p.add_argument("--port", type=_port, required=True, help="TCP port (0: any free port)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--workers", type=_positive_int, default=2, help="worker threads (default 2)")
     p.add_argument("--work-mult", type=_nonneg_float, default=1.0, help="work per request multiplier")
@@ -247,7 +254,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         import uvloop
 
         uvloop.install()
-    asyncio.run(serve(args))
+    try:
+        asyncio.run(serve(args))
+    except OSError as exc:  # the port is taken, the host is not ours: say so, no traceback
+        print(f"presage backend {args.id}: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -11,7 +14,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.testbed import imaging
-from loadtest.testbed.backend import BACKEND_HEADER, CLASS_HEADER, Backend, make_app, parse_side
+from loadtest.testbed.backend import BACKEND_HEADER, CLASS_HEADER, Backend, main, make_app, parse_side
 
 
 @pytest.fixture
@@ -125,3 +128,44 @@ def test_work_grows_with_size_and_frames() -> None:
     assert small.picks > 0 and large.picks > 0
     assert imaging.frames_for(1.5) == 6 and imaging.frames_for(0.01) == 1
     assert imaging.work_units(256, 4) == 4 * imaging.work_units(256, 1)
+
+
+async def test_presage_backend_serves_until_sigterm(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    cmd = [sys.executable, "-m", "proxy.cli", "backend", "--id", "cli", "--port", "0", "--workers", "1",
+           "--warm", "64", "--ready-file", str(ready)]
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL)
+    try:
+        for _ in range(300):  # bounded: start-up is ~1 s of imports
+            if ready.exists() or proc.returncode is not None:
+                break
+            await asyncio.sleep(0.05)
+        url = ready.read_text().strip()
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/work?size=64") as resp:
+            assert resp.status == 200 and resp.headers[BACKEND_HEADER] == "cli"
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--workers", "0"], "--workers: must be 1..256"),
+        (["--port", "70000"], "--port: must be 0..65535"),
+        (["--work-mult", "-1"], "--work-mult: must be a finite number >= 0"),
+        (["--warm", "9"], "--warm: must be an image side"),
+        (["--max-queue", "0"], "--max-queue: must be 1..1000000"),
+    ],
+)
+def test_bad_flags_exit_2_naming_the_flag(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--id", "x", "--port", "0", *flags])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert main(["--id", "x", "--port", "0", "--work-mult", "0"]) == 2
