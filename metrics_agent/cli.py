@@ -105,13 +105,23 @@ FLAGS: dict[str, tuple[Callable[[str], Any], str]] = {
     ),
 }
 
+METAVARS: dict[str, str] = {
+    "--backend-id": "ID", "--redis": "URL", "--pid": "PID", "--cgroup": "PATH", "--scrape": "URL",
+    "--interval": "S", "--windows": "W,W,...", "--ttl": "S", "--prefix": "PREFIX", "--history": "N",
+}  # fmt: skip
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="presage agent", description="Run a metrics agent beside one backend.")
     for flag, (kind, help_) in FLAGS.items():
-        p.add_argument(flag, type=kind, default=None, help=f"{help_} [env {env_name(flag)}]")
+        p.add_argument(
+            flag, type=kind, default=None, metavar=METAVARS[flag], help=f"{help_} [env {env_name(flag)}]"
+        )
     p.add_argument(
-        "--log-level", default=None, help="debug, info, warning (default info) [env PRESAGE_LOG_LEVEL]"
+        "--log-level",
+        default=None,
+        metavar="LEVEL",
+        help="debug, info, warning (default info) [env PRESAGE_LOG_LEVEL]",
     )
     return p
 
