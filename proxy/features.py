@@ -209,7 +209,7 @@ class FeatureStore:
         self._task: asyncio.Task[None] | None = None
         self._poll_due = True
         self._down_since: float | None = None
-        self.snapshot: FeatureSnapshot = self._empty(())
+        self.snapshot: FeatureSnapshot = self._build(self.clock())
         self.set_backends(backend_ids)
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -224,7 +224,11 @@ class FeatureStore:
         self.connected = False
 
     def set_backends(self, backend_ids: Iterable[str]) -> None:
-        """Follow a config reload: rows for exactly these ids, in this order; vectors kept by id."""
+        """Follow a config reload: rows for exactly these ids, in this order; vectors kept by id.
+
+        The new snapshot is published at once; vectors of added ids arrive with their agents' next
+        push or the next poll (within ``poll_interval_s``).
+        """
         ids = tuple(dict.fromkeys(backend_ids))
         if ids == self._ids:
             return
@@ -288,22 +292,6 @@ class FeatureStore:
         return bool(old)
 
     # -- snapshots ------------------------------------------------------------------------------------
-
-    def _empty(self, ids: tuple[str, ...]) -> FeatureSnapshot:
-        n = len(ids)
-        return FeatureSnapshot(
-            names=self.names,
-            backend_ids=ids,
-            index=MappingProxyType({bid: i for i, bid in enumerate(ids)}),
-            matrix=_readonly(np.zeros((n, len(self.names)), dtype=np.float32)),
-            sample_ts=_readonly(np.full(n, np.nan)),
-            vector_seq=_readonly(np.full(n, -1, dtype=np.int64)),
-            has_vector=_readonly(np.zeros(n, dtype=bool)),
-            missing=((),) * n,
-            ttl_s=self.ttl_s,
-            seq=self._seq,
-            built_at=self.clock(),
-        )
 
     def _build(self, now: float) -> FeatureSnapshot:
         ids = self._ids
