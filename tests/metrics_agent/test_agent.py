@@ -140,11 +140,11 @@ def test_bad_flags_exit_2_naming_the_flag(tmp_path: Path, capsys: pytest.Capture
         cli.main(["--backend-id", "b", "--windows", "5,5"])
     assert exc.value.code == 2
     assert "--windows" in capsys.readouterr().err
-    # a real process: a pid that does not exist is a configuration error, not a crash
+    # a real process: a pid that cannot exist (above pid_max) is a configuration error, not a crash
     log = tmp_path / "agent.log"
-    proc = start_agent(log, "--backend-id", "b", "--pid", "4194000", "--redis", "redis://127.0.0.1:1")
+    proc = start_agent(log, "--backend-id", "b", "--pid", "4206649", "--redis", "redis://127.0.0.1:1")
     assert proc.wait(20) == 2
-    assert "--pid: no process 4194000" in log.read_text()
+    assert "--pid: no process 4206649" in log.read_text()
 
 
 def test_environment_values_are_checked_and_the_command_line_wins() -> None:
