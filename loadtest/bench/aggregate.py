@@ -130,7 +130,7 @@ def markdown(results: Mapping[str, Any]) -> str:
 def _row(p: Mapping[str, Any], ratios: Mapping[str, Any] | None) -> str:
     label = p.get("label") or p["name"]
     if p.get("status") != "measured":
-        return f"| {label} | {p.get('status')}: {p.get('reason') or '-'} |" + " |" * 10
+        return f"| {label} | {p.get('status')}: {p.get('reason') or '-'} |" + " |" * 9
     f = p["figures"]
     cells = [
         label,

@@ -112,6 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # ScenarioError is a ValueError
         print(f"presage bench: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    return execute(plan, "presage bench")
+
+
+def execute(plan: Plan, prog: str) -> int:
+    """Run ``plan`` in a fresh event loop and print the table; the exit code of ``main``."""
     with contextlib.suppress(ImportError):
         import uvloop
 
@@ -121,13 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BenchError as exc:
-        print(f"presage bench: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print()
     print(aggregate.markdown(results))
-    print(
-        f"results: {plan.settings.out / 'results.md'} and results.json; plots: latency_cdf.png, timeline.png"
-    )
+    out = plan.settings.out
+    print(f"results: {out / 'results.md'}, {out / 'results.json'}; plots: {out / 'latency_cdf.png'}, "
+          f"{out / 'timeline.png'}")  # fmt: skip
     return EXIT_OK
 
 

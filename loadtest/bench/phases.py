@@ -219,7 +219,14 @@ class Phases:
         while True:
             await asyncio.sleep(TICK_S)
             elapsed = time.monotonic() - started
-            self.progress(f"{label}: {min(elapsed, duration_s):.0f}/{duration_s:.0f}s of load")
+            if elapsed < duration_s:
+                self.progress(f"{label}: {elapsed:.0f}/{duration_s:.0f}s of load")
+            else:
+                self.progress(
+                    f"{label}: load sent; waiting for the last answers "
+                    f"(each bounded by {self.settings.request_timeout_s:g}s)"
+                )
+                return
 
     def _write_hidden_state(self) -> None:
         self.testbed.write_hidden_state(self.hidden_state_path)
