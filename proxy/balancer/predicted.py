@@ -43,6 +43,7 @@ from .base import Endpoint, Policy, RequestInfo
 log = logging.getLogger("presage.predicted")
 
 FALLBACK_REASONS: tuple[str, ...] = ("no_model", "stale", "ood", "accuracy", "slow", "error")
+MAX_TABLES = 256  # cached prediction tables per snapshot (one per request kind)
 
 
 
@@ -59,7 +60,7 @@ class PredictedSettings:
     inflight_penalty: float = 0.0
     stale_after_s: float = 3.0
     ood_tolerance: float = 0.25  # share of the training span allowed beyond min/max
-    min_accuracy: float = DEFAULT_MIN_ACCURACY
+    min_accuracy: float = DEFAULT_MIN_ACCURACY  # 0 turns the live-accuracy safeguard off
     accuracy_window: int = 500
     min_observations: int = 50
     budget_frac: float = 0.01  # decision time budget as a share of the median RTT
@@ -153,7 +154,7 @@ class PredictedPolicy:
         self.last: Decision = Decision(None)
         self._bound: assembler.BoundInputs | None = None
         self._bound_key: tuple[int, int] = (0, 0)
-        self._ages = np.zeros(0, dtype=np.float64)
+        self._tables: dict[tuple[int, float, bool], list[float]] = {}
         holder.on_swap(self._model_swapped)
 
     # -- the Policy surface ------------------------------------------------------------------
@@ -180,14 +181,17 @@ class PredictedPolicy:
         preds, reason = self._score(model, candidates, request, now)
         if preds is None:
             return self._fall_back(reason or "error", endpoints, request, rng, now, started)
+        penalty = self.settings.inflight_penalty
         costs = preds
-        if self.settings.inflight_penalty:
-            inflight = np.fromiter((ep.in_flight for ep in candidates), np.float64, len(candidates))
-            costs = preds * (1.0 + self.settings.inflight_penalty * inflight)
-        order = np.argsort(costs)
-        best, second = int(order[0]), int(order[1])
+        if penalty:
+            costs = [p * (1.0 + penalty * ep.in_flight) for p, ep in zip(preds, candidates, strict=True)]
+        if len(costs) == 2:  # the default: no sort for a pair
+            best, second = (1, 0) if costs[1] < costs[0] else (0, 1)
+        else:
+            best, second = sorted(range(len(costs)), key=costs.__getitem__)[:2]
         accuracy = self.accuracy.accuracy()
-        if accuracy is not None and accuracy < self.settings.min_accuracy:
+        # 1 - MAPE goes below zero for a model off by more than 100%: a floor of 0 turns it off
+        if accuracy is not None and self.settings.min_accuracy > 0 and accuracy < self.settings.min_accuracy:
             decision = self._fall_back("accuracy", endpoints, request, rng, now, started)
             # keep measuring: predict the fallback's choice if it was among the scored candidates,
             # so that a recovered model can lift the safeguard by itself
@@ -239,24 +243,59 @@ class PredictedPolicy:
 
     def _score(
         self, model: LoadedModel, candidates: Sequence[Endpoint], request: RequestInfo, now: float
-    ) -> tuple[np.ndarray | None, str | None]:
+    ) -> tuple[list[float] | None, str | None]:
+        """Predicted RTTs of ``candidates`` (seconds), or the reason the model cannot be used."""
         bound = self._bind(model)
         if bound is None:
             return None, "stale"
-        n = len(candidates)
-        if self._ages.shape[0] < n:
-            self._ages = np.zeros(max(n, 16), dtype=np.float64)
-        x = model.scorer.input_buffer(n)  # bound to the session: scoring it is one ORT call
-        if not assembler.fill(bound, candidates, request, now, self.wall_clock(), x, self._ages):
-            return None, "stale"
-        ages = self._ages[:n]
-        if not (ages <= self.settings.stale_after_s).all():  # NaN (never seen) fails too
-            return None, "stale"
-        ok, _worst = model.guard.check(x)
-        if not ok:
+        wall = self.wall_clock()
+        rows = assembler.rows_for(bound, candidates, wall, self.settings.stale_after_s)
+        if isinstance(rows, str):
+            return None, rows
+        if bound.cacheable:
+            table = self._table(model, bound, request, now, wall)
+            if isinstance(table, str):
+                return None, table
+            return [table[r] for r in rows], None
+        x = model.scorer.input_buffer(len(rows))  # bound to the session: scoring it is one ORT call
+        if not assembler.fill(bound, rows, candidates, request, now, wall, x):
             return None, "ood"
+        return self._run(model, x)
+
+    def _table(
+        self, model: LoadedModel, bound: assembler.BoundInputs, request: RequestInfo, now: float, wall: float
+    ) -> list[float] | str:
+        """Every backend's prediction for this kind of request, scored once per snapshot.
+
+        Only for models that read no per-endpoint signal: their prediction for a backend cannot
+        change before the next snapshot, so later requests of the same kind are answered from the
+        table, and a decision is a dictionary lookup and a comparison.
+        """
+        key = assembler.request_key(request)
+        table = self._tables.get(key)
+        if table is not None:
+            return table
+        n = bound.base.shape[0]
+        out: list[float] = []
+        step = model.scorer.max_batch
+        for start in range(0, n, step):
+            rows = list(range(start, min(n, start + step)))
+            x = model.scorer.input_buffer(len(rows))
+            if not assembler.fill(bound, rows, (), request, now, wall, x):
+                return "ood"
+            preds, reason = self._run(model, x)
+            if preds is None:
+                return reason or "error"
+            out.extend(preds)
+        if len(self._tables) >= MAX_TABLES:  # request kinds are few; a flood of new ones is not
+            self._tables.clear()
+        self._tables[key] = out
+        return out
+
+    @staticmethod
+    def _run(model: LoadedModel, x: np.ndarray) -> tuple[list[float] | None, str | None]:
         try:
-            return model.scorer.score(x), None
+            return model.scorer.score(x).tolist(), None
         except Exception as exc:  # an ORT failure must route by the fallback, not fail the request
             log.warning("scoring failed, routing by fallback: %s", exc)
             return None, "error"
@@ -270,9 +309,10 @@ class PredictedPolicy:
             # a backend whose vector expired has no sample time: it is stale, never idle
             sample_ts = np.where(snap.has_vector, snap.sample_ts, np.nan)
             self._bound = assembler.bind(
-                model.feature_names, snap.names, snap.backend_ids, snap.matrix, sample_ts
+                model.feature_names, model.guard, snap.names, snap.backend_ids, snap.matrix, sample_ts
             )
             self._bound_key = key
+            self._tables = {}
             if self._bound.missing:
                 log.warning("model inputs with no source (scored as 0): %s", ", ".join(self._bound.missing))
         return self._bound
@@ -282,6 +322,7 @@ class PredictedPolicy:
         self.accuracy.reset()
         self._bound = None
         self._bound_key = (0, 0)
+        self._tables = {}
 
     def _fall_back(
         self,

@@ -2,10 +2,22 @@
 
 A model's inputs are named (``model.json`` ``feature_names``; naming in
 ``predictor_runtime.samples``): agent features by schema name, proxy-local signals, request
-features and backend one-hot columns. When the feature snapshot or the model changes, ``rebind``
-computes once a *base* matrix, one row per backend in the snapshot, holding every column that does
-not change per request (agent features, one-hot identity). Per request only a row gather and a
-handful of column writes remain (STYLE.md item 5: cache what can be cached at snapshot build).
+features and backend one-hot columns. When the feature snapshot or the model changes, ``bind``
+computes once, per backend row of the snapshot, everything that does not change per request
+(STYLE.md item 5: cache what can be cached at snapshot build):
+
+* a *base* matrix holding the agent features and the one-hot identity;
+* whether those static inputs lie inside the model's training range (the OOD guard's verdict on
+  them cannot change until the next snapshot);
+* the sample time of each backend's vector, as Python floats.
+
+Per request only a row gather, the few per-request columns and their range checks remain, in
+plain Python on scalars: at two candidates that is cheaper than any numpy call (each costs about
+a microsecond, several when the proxy's own work has evicted numpy from the cache).
+
+When the model reads no per-endpoint signal (in-flight, EWMA, feature age), a prediction depends
+only on the backend's row and the request's features: ``cacheable`` tells the policy it may score
+every backend once per (snapshot, request kind) and answer later requests from that table.
 """
 
 from __future__ import annotations
@@ -15,9 +27,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from predictor_runtime.ood import RangeGuard
 from predictor_runtime.samples import LOCAL_FEATURES, REQUEST_FEATURES, backend_feature
 
 from ..balancer.base import Endpoint, RequestInfo
+
+# columns written per request; "ep" kinds differ per candidate, "req" kinds per request
+EP_KINDS = ("proxy_in_flight", "proxy_ewma_s", "proxy_feature_age_s")
+REQ_KINDS = ("req_bytes", "req_class", "req_is_get")
+
+
+@dataclass(frozen=True, slots=True)
+class Dynamic:
+    col: int
+    kind: str  # one of EP_KINDS + REQ_KINDS
+    lo: float  # accepted range (the guard's bounds, float32 rounded outward)
+    hi: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,31 +51,22 @@ class BoundInputs:
 
     base: np.ndarray  # float32 [n_backends, k], read-only
     row_of: Mapping[str, int]  # backend id -> row in ``base``
-    fresh_ts: np.ndarray  # float64 [n_backends] sample time of each backend's vector, NaN if none
-    col_in_flight: int
-    col_ewma: int
-    col_age: int
-    col_bytes: int
-    col_class: int
-    col_is_get: int
+    sample_ts: list[float]  # per row: wall time the vector was sampled, NaN if none
+    static_ok: list[bool]  # per row: static inputs inside the training range
+    dynamic: tuple[Dynamic, ...]
+    cacheable: bool  # no per-endpoint column: predictions depend on (row, request) only
     missing: tuple[str, ...]  # model inputs no source provides (counted, filled with 0)
-
-
-def _col(names: Sequence[str], name: str) -> int:
-    try:
-        return names.index(name)
-    except ValueError:
-        return -1
 
 
 def bind(
     model_names: Sequence[str],
+    guard: RangeGuard,
     snap_names: Sequence[str],
     backend_ids: Sequence[str],
     snap_matrix: np.ndarray,
     sample_ts: np.ndarray,
 ) -> BoundInputs:
-    """Build the per-snapshot base matrix for ``model_names``."""
+    """Build the per-snapshot plan for a model whose inputs are ``model_names``."""
     names = list(model_names)
     n, k = len(backend_ids), len(names)
     base = np.zeros((n, k), dtype=np.float32)
@@ -60,61 +76,100 @@ def bind(
     if model_cols and n:
         base[:, model_cols] = snap_matrix[:, snap_cols]
     for row, bid in enumerate(backend_ids):
-        j = _col(names, backend_feature(bid))
+        j = names.index(backend_feature(bid)) if backend_feature(bid) in names else -1
         if j >= 0:
             base[row, j] = 1.0
     known = set(snap_index) | set(LOCAL_FEATURES) | set(REQUEST_FEATURES)
     missing = tuple(name for name in names if name not in known and not name.startswith("backend="))
+    dynamic = tuple(
+        Dynamic(j, name, float(guard.lo[j]), float(guard.hi[j]))
+        for j, name in enumerate(names)
+        if name in EP_KINDS or name in REQ_KINDS
+    )
+    static = [j for j in range(k) if names[j] not in EP_KINDS and names[j] not in REQ_KINDS]
+    if n and static:
+        cols = base[:, static]
+        ok = ((cols >= guard.lo[static]) & (cols <= guard.hi[static])).all(axis=1)
+    else:
+        ok = np.ones(n, dtype=bool)
     base.flags.writeable = False
     return BoundInputs(
         base=base,
         row_of={bid: i for i, bid in enumerate(backend_ids)},
-        fresh_ts=np.asarray(sample_ts, dtype=np.float64),
-        col_in_flight=_col(names, "proxy_in_flight"),
-        col_ewma=_col(names, "proxy_ewma_s"),
-        col_age=_col(names, "proxy_feature_age_s"),
-        col_bytes=_col(names, "req_bytes"),
-        col_class=_col(names, "req_class"),
-        col_is_get=_col(names, "req_is_get"),
+        sample_ts=[float(t) for t in np.asarray(sample_ts, dtype=np.float64)],
+        static_ok=[bool(v) for v in ok],
+        dynamic=dynamic,
+        cacheable=not any(d.kind in EP_KINDS for d in dynamic),
         missing=missing,
     )
 
 
+def rows_for(
+    bound: BoundInputs, endpoints: Sequence[Endpoint], wall: float, stale_after_s: float
+) -> list[int] | str:
+    """Each endpoint's row, or the reason the decision cannot use the model: ``stale`` (no row,
+    no vector, or one older than ``stale_after_s``) or ``ood`` (static inputs out of range)."""
+    rows = []
+    row_of, sample_ts, static_ok = bound.row_of, bound.sample_ts, bound.static_ok
+    for ep in endpoints:
+        row = row_of.get(ep.id)
+        if row is None or not wall - sample_ts[row] <= stale_after_s:  # NaN (never seen) fails too
+            return "stale"
+        if not static_ok[row]:
+            return "ood"
+        rows.append(row)
+    return rows
+
+
+def request_values(request: RequestInfo) -> dict[str, float]:
+    return {
+        "req_bytes": float(request.body_bytes),
+        "req_class": float(request.req_class),
+        "req_is_get": 1.0 if request.method == "GET" else 0.0,
+    }
+
+
 def fill(
     bound: BoundInputs,
+    rows: Sequence[int],
     endpoints: Sequence[Endpoint],
     request: RequestInfo,
     now: float,
     wall: float,
     out: np.ndarray,
-    ages: np.ndarray,
 ) -> bool:
-    """Write one row per endpoint into ``out[:n]`` and each vector's age into ``ages[:n]``.
+    """Write one row per endpoint into ``out[:len(rows)]``; False when a per-request input lies
+    outside the training range (out-of-distribution).
 
     ``now`` is the pool's (monotonic) clock for the endpoints' EWMA; ``wall`` is unix time, the
     clock the agents stamp their vectors with.
-
-    Returns False when an endpoint has no row in the snapshot (the caller falls back: a backend
-    without features is unknown, never idle).
     """
-    row_of = bound.row_of
-    for i, ep in enumerate(endpoints):
-        row = row_of.get(ep.id)
-        if row is None:
-            return False
-        out[i] = bound.base[row]
-        ages[i] = wall - bound.fresh_ts[row]
-        if bound.col_in_flight >= 0:
-            out[i, bound.col_in_flight] = ep.in_flight
-        if bound.col_ewma >= 0:
-            out[i, bound.col_ewma] = ep.ewma_cost(now)
-    n = len(endpoints)
-    if bound.col_age >= 0:
-        out[:n, bound.col_age] = ages[:n]
-    if bound.col_bytes >= 0:
-        out[:n, bound.col_bytes] = request.body_bytes
-    if bound.col_class >= 0:
-        out[:n, bound.col_class] = request.req_class
-    if bound.col_is_get >= 0:
-        out[:n, bound.col_is_get] = 1.0 if request.method == "GET" else 0.0
+    n = len(rows)
+    out[:n] = bound.base[rows]
+    if not bound.dynamic:
+        return True
+    req = request_values(request)
+    for d in bound.dynamic:
+        col, kind = d.col, d.kind
+        if kind in req:
+            value = req[kind]
+            if not d.lo <= value <= d.hi:
+                return False
+            out[:n, col] = value
+            continue
+        for i, ep in enumerate(endpoints):
+            if kind == "proxy_in_flight":
+                value = float(ep.in_flight)
+            elif kind == "proxy_ewma_s":
+                value = ep.ewma_cost(now)
+            else:
+                value = wall - bound.sample_ts[rows[i]]
+            if not d.lo <= value <= d.hi:  # NaN fails too
+                return False
+            out[i, col] = value
     return True
+
+
+def request_key(request: RequestInfo) -> tuple[int, float, bool]:
+    """What a cacheable model's prediction depends on besides the backend."""
+    return (request.body_bytes, request.req_class, request.method == "GET")

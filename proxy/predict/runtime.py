@@ -128,7 +128,9 @@ class PredictionRuntime:
         if self.features is not None:
             await self.features.stop()
         if self.redis is not None:
-            await self.redis.aclose()
+            from ..redis_conn import aclose_client
+
+            await aclose_client(self.redis)  # also the sentinels' connections with a Sentinel URL
 
     def backends_changed(self, config: ProxyConfig) -> None:
         if self.features is not None:

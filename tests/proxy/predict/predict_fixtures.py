@@ -26,20 +26,28 @@ def true_rtt(queue: np.ndarray | float) -> np.ndarray | float:
     return 0.002 * 1.15 ** np.asarray(queue)
 
 
-def write_queue_model(out: Path, seed: int = 0) -> Path:
+def write_queue_model(out: Path, seed: int = 0, *, in_flight: bool = False) -> Path:
+    """The queue model; with ``in_flight`` it also reads this proxy's in-flight count per backend
+    (``rtt x 1.15 ** (queue + in_flight)``), a per-endpoint input that rules out prediction tables."""
     rng = np.random.default_rng(seed)
     queue = rng.integers(0, 21, 2000).astype(np.float64)
     cls = rng.choice([0.0, 1.0, 2.0], 2000)
-    x = np.column_stack([queue, cls]).astype(np.float32)
-    y = np.log(true_rtt(queue) * rng.lognormal(0.0, 0.05, 2000))
-    model = zoo.fit("ridge", x, y, MODEL_NAMES, zoo.ZooConfig(), seed)
-    onnx = to_onnx(model, "ridge", len(MODEL_NAMES))
+    names = MODEL_NAMES
+    columns = [queue, cls]
+    total = queue
+    if in_flight:
+        flight = rng.integers(0, 11, 2000).astype(np.float64)
+        names, columns, total = (*MODEL_NAMES, "proxy_in_flight"), [queue, cls, flight], queue + flight
+    x = np.column_stack(columns).astype(np.float32)
+    y = np.log(true_rtt(total) * rng.lognormal(0.0, 0.05, 2000))
+    model = zoo.fit("ridge", x, y, names, zoo.ZooConfig(), seed)
+    onnx = to_onnx(model, "ridge", len(names))
     ranges = {
         n: FeatureRange(lo, hi, lo, hi)
-        for n, lo, hi in zip(MODEL_NAMES, x.min(axis=0).tolist(), x.max(axis=0).tolist(), strict=True)
+        for n, lo, hi in zip(names, x.min(axis=0).tolist(), x.max(axis=0).tolist(), strict=True)
     }
     meta = build_meta(
-        onnx=onnx, feature_names=MODEL_NAMES, transform="log", ranges=ranges,
+        onnx=onnx, feature_names=names, transform="log", ranges=ranges,
         metrics={"accuracy": 0.95, "mae_s": 0.001, "p95_ape": 0.1, "r2": 0.9},
         inference={"p50_s": 1e-5, "p99_s": 2e-5}, batch_size=4, family="ridge",
         training={"samples_used": 2000},

@@ -8,14 +8,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytest
-from predict_fixtures import snapshot, true_rtt
+from predict_fixtures import snapshot, true_rtt, write_queue_model
 
 from proxy.balancer.base import RequestInfo
 from proxy.balancer.endpoint import Endpoint
 from proxy.balancer.peak_ewma import PeakEwmaPolicy
 from proxy.balancer.predicted import PredictedPolicy, PredictedSettings
-from proxy.predict.model_holder import ModelHolder
+from proxy.predict.model_holder import ModelHolder, load_model
 
 REQ = RequestInfo("GET", 0, 1.0, True)
 NOW = 1000.0  # the pool's monotonic clock
@@ -158,3 +159,35 @@ def test_settings_name_the_bad_key() -> None:
         PredictedSettings(budget_frac=0.5)
     with pytest.raises(ValueError, match=r"predicted\.chioces: unknown key"):
         PredictedSettings.from_mapping({"chioces": 2})
+
+
+def test_cached_tables_give_the_model_s_own_predictions(holder: ModelHolder) -> None:
+    model = holder.current
+    assert model is not None
+    queues = [8.0, 1.0, 15.0, 4.0, 0.0, 20.0]
+    p = policy(holder, Store(snapshot(queues)))
+    d = p.decide(endpoints(6), REQ, random.Random(1), NOW)
+    x = np.array([[q, REQ.req_class] for q in queues], dtype=np.float32)
+    direct = model.scorer.score(x)
+    assert d.preds == pytest.approx(direct.tolist(), rel=1e-6)
+    assert len(p._tables) == 1  # one table for this kind of request ...
+    p.decide(endpoints(6), RequestInfo("GET", 0, 2.0, True), random.Random(1), NOW)
+    assert len(p._tables) == 2  # ... and one per other kind
+    p.features = Store(snapshot(queues))  # a new snapshot invalidates them
+    p.decide(endpoints(6), REQ, random.Random(1), NOW)
+    assert len(p._tables) == 1
+
+
+def test_a_model_reading_in_flight_scores_per_request(tmp_path: Any) -> None:
+    holder = ModelHolder()
+    bundle = write_queue_model(tmp_path / "m", in_flight=True)
+    holder.swap(load_model(bundle, max_batch=64, ood_tolerance=0.25))
+    p = policy(holder, Store(snapshot([1, 3])))
+    eps = endpoints(2)
+    assert p.pick(eps, REQ, random.Random(1), NOW) is eps[0]
+    eps[0].in_flight = 5  # 1 + 5 queued here > 3 + 0 there: the model itself moves the load
+    d = p.decide(eps, REQ, random.Random(1), NOW)
+    assert d.endpoint is eps[1] and not p._tables
+    assert d.predicted_s == pytest.approx(true_rtt(3), rel=0.15)
+    eps[0].in_flight = 50  # far beyond the in-flight counts seen in training
+    assert p.decide(eps, REQ, random.Random(1), NOW).fallback == "ood"
