@@ -272,7 +272,8 @@ class RedisEndpoint:
 def _socket_dir(workdir: str | os.PathLike[str] | None) -> tuple[Path, str | None]:
     """A directory for the socket and logs; ``tmpdir`` is set when we created it (and remove it)."""
     if workdir is not None:
-        base = Path(workdir)
+        # absolute: redis-server changes into --dir before it opens the socket and the log
+        base = Path(workdir).resolve()
         base.mkdir(parents=True, exist_ok=True)
         if len(str(base / "redis.sock")) <= MAX_UNIX_PATH:
             return base, None

@@ -246,3 +246,12 @@ async def test_a_cluster_url_reaches_a_one_node_cluster(
     check = sync_client(url)
     assert check.xlen("presage:fvh:c") == 1 and check.xlen("presage:fvh:d") == 1
     check.close()
+
+
+def test_embedded_server_in_a_relative_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with start_embedded("relative/redis") as server:
+        client = sync_client(server.url)
+        assert client.ping()
+        client.close()
+    assert (tmp_path / "relative" / "redis" / "redis.log").exists()
