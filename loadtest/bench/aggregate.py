@@ -166,10 +166,30 @@ def _notes(
     if vs:
         out.append(f"predicted / oracle: p99 {_x(vs['p99'])}, mean {_x(vs['mean'])}.")
     out.append(_verdict(comparison["targets"]))
+    out += _episode_notes(policies)
     for p in policies:
         if p.get("status") != "measured":
             out.append(f"{p.get('label') or p['name']}: {p.get('status')} ({p.get('reason')}).")
     return out
+
+
+def _episode_notes(policies: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line on the noisy neighbours: whether every scheduled episode ran in every run."""
+    runs = [p for p in policies if p.get("status") == "measured" and p.get("episodes") is not None]
+    if not runs:
+        return []
+    missed = sorted(
+        {
+            f"{e['backend']}:{e['kind']} {e['status']}"
+            for p in runs
+            for e in p["episodes"]
+            if e["status"] not in ("done", "running")
+        }
+    )
+    total = len(runs[0]["episodes"])
+    if not missed:
+        return [f"Interference: all {total} episodes ran in each of the {len(runs)} runs."]
+    return [f"Interference: not every episode ran: {'; '.join(missed)}."]
 
 
 def _predicted_line(p: Mapping[str, Any]) -> str:

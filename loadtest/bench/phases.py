@@ -71,6 +71,7 @@ class Phases:
     testbed: Any  # loadtest.testbed.stack.Testbed, started
     progress: Callable[[str], None]
     timing: dict[str, float] = field(default_factory=dict)
+    last_episodes: list[dict[str, Any]] = field(default_factory=list)  # of the latest run
 
     @property
     def hidden_state_path(self) -> Path:
@@ -153,7 +154,7 @@ class Phases:
         finally:
             await asyncio.sleep(self.settings.settle_s)
         summary = result.summary(self.scenario.slo_p95_s)
-        entry.update(status="measured", figures=aggregate.figures(summary))
+        entry.update(status="measured", figures=aggregate.figures(summary), episodes=self.last_episodes)
         self.timing[f"run_{contender.name}_s"] = time.monotonic() - started
         self.progress(f"{contender.name}: {_one_line(entry['figures'])}")
         return Run(entry, result)
@@ -212,6 +213,7 @@ class Phases:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+            self.last_episodes = episode_report(self.testbed)
             await stop_interference(self.testbed)
 
     async def _tick(self, label: str, duration_s: float) -> None:
@@ -239,6 +241,19 @@ class Phases:
 
 class TargetError(RuntimeError):
     """An external balancer that did not come up."""
+
+
+def episode_report(testbed: Any) -> list[dict[str, Any]]:
+    """What became of each scheduled episode in the run (ran, or skipped and why)."""
+    return [
+        {
+            "backend": r.episode.backend,
+            "kind": r.episode.kind,
+            "workers": r.episode.workers,
+            "status": r.status,
+        }
+        for r in testbed.episode_runs()
+    ]
 
 
 def model_info(model: Path) -> dict[str, Any]:
@@ -279,16 +294,7 @@ async def _run_logged(command: list[str], log: Path, timeout_s: float) -> int:
 
 async def stop_interference(testbed: Any) -> None:
     """End the running schedule's episodes (stress-ng processes) so the next run starts quiet."""
-    stop = getattr(testbed, "stop_interference", None)
-    if stop is not None:
-        await _maybe_await(stop())
-        return
-    # A testbed whose schedule runs once per instance: stop its scheduler and forget it, so that
-    # ``start_interference`` may run the schedule again from a new t0.
-    scheduler = getattr(testbed, "scheduler", None)
-    if scheduler is not None:
-        await _maybe_await(scheduler.stop())
-        testbed.scheduler = None
+    await _maybe_await(testbed.stop_interference())
 
 
 async def restart_interference(testbed: Any, t0_wall: float) -> None:
