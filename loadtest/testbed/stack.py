@@ -111,7 +111,7 @@ class Testbed:
         use_cgroups: bool = True,
     ) -> None:
         self.scenario = scenario
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()  # children run elsewhere: paths given to them are absolute
         self._given_redis_url = redis_url
         self._want_agents = agents
         self.agent_interval_s = agent_interval_s

@@ -237,3 +237,14 @@ async def test_a_killed_owner_takes_its_backends_along_and_its_groups_are_swept(
         assert run_group.exists()
         assert str(run_group) in cgroups.remove_stale(cgroups.detect())
         assert not run_group.exists()
+
+
+async def test_a_relative_workdir_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the children (redis-server, backends) run with other working directories than ours
+    monkeypatch.chdir(tmp_path)
+    async with Testbed(small_scenario(), Path("relative/run"), agents=False, use_cgroups=False) as tb:
+        assert tb.workdir.is_absolute()
+        async with aiohttp.ClientSession() as session:
+            for _, url in tb.backends:
+                async with session.get(f"{url}/healthz") as resp:
+                    assert resp.status == 200
