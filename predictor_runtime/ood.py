@@ -41,6 +41,10 @@ class RangeGuard:
             return True, None
         return False, self._worst(x)
 
+    def worst(self, row: np.ndarray) -> str:
+        """The input of ``row`` (or rows) furthest outside its accepted interval."""
+        return self._worst(np.atleast_2d(row))
+
     def _worst(self, x: np.ndarray) -> str:
         xf = np.asarray(x, dtype=np.float64)
         excess = np.maximum(self._lo64 - xf, xf - self._hi64) / self._scale

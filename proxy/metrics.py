@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import math
 import os
 import platform
 from dataclasses import dataclass, field
@@ -236,6 +237,9 @@ class Metrics:
             "presage_shadow_choices", "Backends the shadow policy would have chosen.", ["backend"],
             registry=r,
         )  # fmt: skip
+        # NaN until enough observations: an accuracy of 0 would be a (terrible) measurement
+        self.live_accuracy.set(math.nan)
+        self.shadow_live_accuracy.set(math.nan)
 
     def _batch(self, metric: BatchedHistogram) -> BatchedHistogram:
         self.batched.append(metric)

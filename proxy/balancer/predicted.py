@@ -151,6 +151,7 @@ class PredictedPolicy:
             budget_frac=s.budget_frac, min_budget_s=s.min_budget_s, cooldown_s=s.budget_cooldown_s
         )
         self.fallbacks: dict[str, int] = dict.fromkeys(FALLBACK_REASONS, 0)
+        self.ood_features: dict[str, int] = {}
         self.last: Decision = Decision(None)
         self._bound: assembler.BoundInputs | None = None
         self._bound_key: tuple[int, int] = (0, 0)
@@ -231,6 +232,7 @@ class PredictedPolicy:
             "median_rtt_s": self.budget.median_rtt_s,
             "budget_open": self.budget.is_open(now),
             "fallbacks": dict(self.fallbacks),
+            "ood_features": dict(sorted(self.ood_features.items(), key=lambda kv: -kv[1])[:10]),
             "model": self.holder.describe(),
         }
 
@@ -251,6 +253,8 @@ class PredictedPolicy:
         wall = self.wall_clock()
         rows = assembler.rows_for(bound, candidates, wall, self.settings.stale_after_s)
         if isinstance(rows, str):
+            if isinstance(rows, assembler.OutOfRange):
+                self._count_ood(rows.feature)
             return None, rows
         if bound.cacheable:
             table = self._table(model, bound, request, now, wall)
@@ -258,9 +262,18 @@ class PredictedPolicy:
                 return None, table
             return [table[r] for r in rows], None
         x = model.scorer.input_buffer(len(rows))  # bound to the session: scoring it is one ORT call
-        if not assembler.fill(bound, rows, candidates, request, now, wall, x):
+        outside = assembler.fill(bound, rows, candidates, request, now, wall, x)
+        if outside is not None:
+            self._count_ood(outside)
             return None, "ood"
         return self._run(model, x)
+
+    def _count_ood(self, feature: str) -> None:
+        """Which inputs push decisions out of the training range: the operator's first question
+        when ``ood`` fallbacks climb (retrain with more varied traffic, or widen the tolerance)."""
+        if feature not in self.ood_features and len(self.ood_features) >= 64:
+            feature = "other"
+        self.ood_features[feature] = self.ood_features.get(feature, 0) + 1
 
     def _table(
         self, model: LoadedModel, bound: assembler.BoundInputs, request: RequestInfo, now: float, wall: float
@@ -281,7 +294,9 @@ class PredictedPolicy:
         for start in range(0, n, step):
             rows = list(range(start, min(n, start + step)))
             x = model.scorer.input_buffer(len(rows))
-            if not assembler.fill(bound, rows, (), request, now, wall, x):
+            outside = assembler.fill(bound, rows, (), request, now, wall, x)
+            if outside is not None:
+                self._count_ood(outside)
                 return "ood"
             preds, reason = self._run(model, x)
             if preds is None:

@@ -53,6 +53,7 @@ class BoundInputs:
     row_of: Mapping[str, int]  # backend id -> row in ``base``
     sample_ts: list[float]  # per row: wall time the vector was sampled, NaN if none
     static_ok: list[bool]  # per row: static inputs inside the training range
+    static_worst: list[str | None]  # per row: the input furthest outside it (for diagnostics)
     dynamic: tuple[Dynamic, ...]
     cacheable: bool  # no per-endpoint column: predictions depend on (row, request) only
     missing: tuple[str, ...]  # model inputs no source provides (counted, filled with 0)
@@ -87,9 +88,13 @@ def bind(
         if name in EP_KINDS or name in REQ_KINDS
     )
     static = [j for j in range(k) if names[j] not in EP_KINDS and names[j] not in REQ_KINDS]
+    worst: list[str | None] = [None] * n
     if n and static:
         cols = base[:, static]
-        ok = ((cols >= guard.lo[static]) & (cols <= guard.hi[static])).all(axis=1)
+        inside = (cols >= guard.lo[static]) & (cols <= guard.hi[static])
+        ok = inside.all(axis=1)
+        for row in np.flatnonzero(~ok):
+            worst[int(row)] = guard.worst(base[int(row)])
     else:
         ok = np.ones(n, dtype=bool)
     base.flags.writeable = False
@@ -98,17 +103,30 @@ def bind(
         row_of={bid: i for i, bid in enumerate(backend_ids)},
         sample_ts=[float(t) for t in np.asarray(sample_ts, dtype=np.float64)],
         static_ok=[bool(v) for v in ok],
+        static_worst=worst,
         dynamic=dynamic,
         cacheable=not any(d.kind in EP_KINDS for d in dynamic),
         missing=missing,
     )
 
 
+class OutOfRange(str):
+    """The ``ood`` reason, carrying the input that was out of range (for diagnostics)."""
+
+    feature: str
+
+    def __new__(cls, feature: str) -> OutOfRange:
+        self = super().__new__(cls, "ood")
+        self.feature = feature
+        return self
+
+
 def rows_for(
     bound: BoundInputs, endpoints: Sequence[Endpoint], wall: float, stale_after_s: float
 ) -> list[int] | str:
     """Each endpoint's row, or the reason the decision cannot use the model: ``stale`` (no row,
-    no vector, or one older than ``stale_after_s``) or ``ood`` (static inputs out of range)."""
+    no vector, or one older than ``stale_after_s``) or ``ood`` (static inputs out of range, as an
+    ``OutOfRange`` naming the input)."""
     rows = []
     row_of, sample_ts, static_ok = bound.row_of, bound.sample_ts, bound.static_ok
     for ep in endpoints:
@@ -116,7 +134,7 @@ def rows_for(
         if row is None or not wall - sample_ts[row] <= stale_after_s:  # NaN (never seen) fails too
             return "stale"
         if not static_ok[row]:
-            return "ood"
+            return OutOfRange(bound.static_worst[row] or "?")
         rows.append(row)
     return rows
 
@@ -137,9 +155,9 @@ def fill(
     now: float,
     wall: float,
     out: np.ndarray,
-) -> bool:
-    """Write one row per endpoint into ``out[:len(rows)]``; False when a per-request input lies
-    outside the training range (out-of-distribution).
+) -> str | None:
+    """Write one row per endpoint into ``out[:len(rows)]``; returns the name of a per-request input
+    that lies outside the training range (out-of-distribution), else None.
 
     ``now`` is the pool's (monotonic) clock for the endpoints' EWMA; ``wall`` is unix time, the
     clock the agents stamp their vectors with.
@@ -147,14 +165,14 @@ def fill(
     n = len(rows)
     out[:n] = bound.base[rows]
     if not bound.dynamic:
-        return True
+        return None
     req = request_values(request)
     for d in bound.dynamic:
         col, kind = d.col, d.kind
         if kind in req:
             value = req[kind]
             if not d.lo <= value <= d.hi:
-                return False
+                return kind
             out[:n, col] = value
             continue
         for i, ep in enumerate(endpoints):
@@ -165,9 +183,9 @@ def fill(
             else:
                 value = wall - bound.sample_ts[rows[i]]
             if not d.lo <= value <= d.hi:  # NaN fails too
-                return False
+                return kind
             out[i, col] = value
-    return True
+    return None
 
 
 def request_key(request: RequestInfo) -> tuple[int, float, bool]:

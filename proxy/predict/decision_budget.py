@@ -59,7 +59,9 @@ class DecisionBudget:
             self._slow -= 1
         self._recent.append(slow)
         self._slow += slow
-        if len(self._recent) >= 20 and self._slow > self.max_slow_share * len(self._recent):
+        # judged over a full window only: the first decisions of a process (cold caches, a model
+        # just loaded) are slow once and must not open the breaker on a handful of samples
+        if len(self._recent) == self._recent.maxlen and self._slow > self.max_slow_share * len(self._recent):
             self._open_until = now + self.cooldown_s
             self._recent.clear()
             self._slow = 0

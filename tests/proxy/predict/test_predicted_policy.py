@@ -101,6 +101,8 @@ def test_untrustworthy_inputs_fall_back_with_their_reason(
     d = p.decide(endpoints(2), REQ, random.Random(1), NOW)
     assert d.fallback == reason and d.endpoint is not None
     assert calls == [reason] and p.fallbacks[reason] == 1
+    if reason == "ood":  # and which input was out of range
+        assert p.describe(NOW)["ood_features"] == {"app_queue_length": 1}
 
 
 def test_low_live_accuracy_falls_back_and_recovers_by_itself(holder: ModelHolder) -> None:
@@ -138,7 +140,7 @@ def test_slow_decisions_open_the_breaker(holder: ModelHolder) -> None:
         perf_counter=lambda: next(ticks),
     )
     eps = endpoints(2)
-    reasons = [p.decide(eps, REQ, random.Random(1), NOW).fallback for _ in range(40)]
+    reasons = [p.decide(eps, REQ, random.Random(1), NOW).fallback for _ in range(250)]  # > one window
     assert reasons[0] is None and "slow" in reasons
     assert p.decide(eps, REQ, random.Random(1), NOW + 10.0).fallback is None  # cooled down: half-open
 
@@ -191,3 +193,4 @@ def test_a_model_reading_in_flight_scores_per_request(tmp_path: Any) -> None:
     assert d.predicted_s == pytest.approx(true_rtt(3), rel=0.15)
     eps[0].in_flight = 50  # far beyond the in-flight counts seen in training
     assert p.decide(eps, REQ, random.Random(1), NOW).fallback == "ood"
+    assert p.ood_features == {"proxy_in_flight": 1}
