@@ -38,8 +38,11 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def _families(text: str) -> tuple[str, ...]:
+def _str_list(text: str) -> tuple[str, ...]:
     return tuple(f.strip() for f in text.split(",") if f.strip())
+
+
+_families = _str_list
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parity-tolerance", type=float, default=1e-3)
     p.add_argument("--no-per-backend", action="store_true", help="skip the per-backend model comparison")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--exclude", type=_str_list, default=(), metavar="PATTERNS",
+        help="comma list of input name patterns never to use (fnmatch), e.g. 'host_*'",
+    )  # fmt: skip
     f = p.add_argument_group("online retraining (--follow)")
     f.add_argument("--follow", action="store_true", help="retrain on a sliding window; publish improvements")
     f.add_argument("--interval", type=float, default=600.0, help="seconds between scheduled rounds")
@@ -120,6 +127,7 @@ def _options(args: argparse.Namespace) -> TrainOptions:
         parity_tolerance=args.parity_tolerance,
         per_backend=not args.no_per_backend,
         progress=not args.no_progress,
+        exclude=tuple(args.exclude),
     )
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,10 @@ class TrainOptions:
     parity_tolerance: float = export.DEFAULT_TOLERANCE
     per_backend: bool = True
     progress: bool = True
+    # fnmatch patterns of inputs never to use, e.g. "host_*" when every backend shares one host
+    # (a testbed): such columns say nothing about which backend is faster, and tie the model to
+    # the load level of the collection run
+    exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 < self.budget_frac <= MAX_BUDGET_FRAC:
@@ -180,7 +185,10 @@ def train(ds: Dataset, opts: TrainOptions, sources: Sequence[str] = ()) -> Train
         fit_idx, bal = _balanced(ds, split, opts, rng)
         progress.step("balance")
         onehot = [n for n in ds.names if n.startswith("backend=")]
-        candidates = [n for n in ds.names if not n.startswith("backend=")]
+        excluded = {n for n in ds.names if any(fnmatch(n, pattern) for pattern in opts.exclude)}
+        candidates = [n for n in ds.names if not n.startswith("backend=") and n not in excluded]
+        if not candidates:
+            raise TrainInputError(f"--exclude {','.join(opts.exclude)} leaves no input to train on")
         ranking = rank_features(
             ds.columns(candidates)[fit_idx], ds.y[fit_idx], candidates, always=REQUEST_FEATURES, rng=rng
         )

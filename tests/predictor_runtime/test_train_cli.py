@@ -206,3 +206,13 @@ def test_training_reads_several_files_by_glob(tmp_path: Path, small_args: Args) 
     args = small_args(tmp_path / "*.jsonl", out, "--families", "ridge", "--no-per-backend")
     assert main(args) == 0
     assert load_bundle(out).training["samples_read"] == 800
+
+
+def test_excluded_inputs_never_reach_the_model(tmp_path: Path, small_args: Args) -> None:
+    data = generate(tmp_path / "s.jsonl", n_samples=600, n_backends=2, seed=3)
+    out = tmp_path / "m"
+    args = small_args(data, out, "--families", "ridge", "--no-per-backend", "--exclude", "host_*,cg_*")
+    assert main(args) == 0
+    names = load_bundle(out).feature_names
+    assert names and not any(n.startswith(("host_", "cg_")) for n in names)
+    assert main(small_args(data, tmp_path / "none", "--families", "ridge", "--exclude", "*")) == 2
