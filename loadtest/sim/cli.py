@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         kind = type(getattr(Scenario(), f.name))
         group.add_argument("--" + f.name.replace("_", "-"), type=kind, help=HELP.get(f.name))
-    p.add_argument("--out", help="directory for JSON and PNG files (default runs/sim)")
+    p.add_argument("--out", help="directory for JSON and PNG files (default out/sim)")
     p.add_argument("--policies", help="compare mode: comma-separated policies (default: all)")
     p.add_argument("--accuracy", type=float, help="compare mode: accuracy of predicted (default 0.9)")
     p.add_argument("--sweep", action="store_true", help="accuracy sweep, break-even and sensitivity")
@@ -155,7 +155,7 @@ def _read_config(path: str) -> Mapping[str, Any]:
 def run(args: argparse.Namespace, scenario: Scenario, command: str) -> int:
     from . import modes
 
-    out = Path(args.out or "runs/sim")
+    out = Path(args.out or "out/sim")
     out.mkdir(parents=True, exist_ok=True)
     log = None if args.quiet else _stderr
     if args.scale:

@@ -1,39 +1,74 @@
-"""Writing the headline result, ``results/threshold.json`` (read by ``threshold``)."""
+"""Writing the headline result, ``results/threshold.json`` (read by ``threshold``), and the rule
+that turns it into the proxy's default live-accuracy floor.
+
+The proxy's ``predicted`` policy falls back to ``peak_ewma`` when its rolling live accuracy drops
+below ``proxy.predict.min_accuracy.DEFAULT_MIN_ACCURACY``. Falling back pays exactly when the model
+routes worse than ``peak_ewma`` would, so the floor is the live accuracy at the break-even *against
+``peak_ewma``* (``FALLBACK``), not against the best heuristic (Prequal, which the proxy does not
+have: with that bar, a model between the two break-evens would be replaced by something worse).
+On top goes a margin for the noise of the rolling estimate: ``MARGIN_SIGMAS`` standard errors of a
+mean over ``LiveAccuracy``'s default window (``ape_std / sqrt(window)``), rounded up to 0.01, so a
+model that only looks as good as the fallback by luck of the window is not kept ("do no harm").
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import json
+import math
 from pathlib import Path
 from typing import Any
+
+from proxy.predict.live_accuracy import LiveAccuracy
 
 from .sensitivity import Point
 from .sweep import FALLBACK, SweepResult
 
 RESULTS = Path(__file__).with_name("results") / "threshold.json"
 COMMAND = "presage simulate --sweep --replicas 3 --write-threshold"
+MARGIN_SIGMAS = 2.0
+LIVE_WINDOW: int = inspect.signature(LiveAccuracy).parameters["window"].default
+
+
+def proxy_min_accuracy(live_break_even: float, live_ape_std: float, window: int = LIVE_WINDOW) -> float:
+    """The proxy's default floor: ``ceil_0.01(live + MARGIN_SIGMAS * ape_std / sqrt(window))``."""
+    margin = MARGIN_SIGMAS * live_ape_std / math.sqrt(window)
+    return math.ceil(round((live_break_even + margin) * 100.0, 6)) / 100.0
 
 
 def build(command: str, sweep: SweepResult, points: list[Point], replicas: int) -> dict[str, Any]:
     """The JSON document; raises ``ValueError`` when the run has no break-even to record."""
     th = sweep.thresholds["mean_s"]
     fb = sweep.thresholds[f"mean_s:{FALLBACK}"]
-    if th.accuracy is None or th.live_accuracy is None or fb.accuracy is None or fb.live_accuracy is None:
-        raise ValueError("predicted never beats the best heuristic here: no break-even accuracy to record")
+    for t in (th, fb):
+        if t.accuracy is None or t.live_accuracy is None or t.live_ape_std is None:
+            raise ValueError(
+                f"predicted never beats {t.best_heuristic} here: no break-even accuracy to record"
+            )
+    assert th.accuracy is not None and th.live_accuracy is not None  # checked above, for mypy
+    assert fb.accuracy is not None and fb.live_accuracy is not None and fb.live_ape_std is not None
     return {
         "command": command,
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "replicas": replicas,
         "break_even_accuracy": round(th.accuracy, 4),
-        "default_min_accuracy": round(th.live_accuracy, 4),
+        "break_even_live_accuracy": round(th.live_accuracy, 4),
         "fallback_break_even_accuracy": round(fb.accuracy, 4),
-        "fallback_min_accuracy": round(fb.live_accuracy, 4),
+        "fallback_break_even_live_accuracy": round(fb.live_accuracy, 4),
+        "fallback_live_ape_std": round(fb.live_ape_std, 4),
+        "live_window": LIVE_WINDOW,
+        "margin_sigmas": MARGIN_SIGMAS,
+        "proxy_default_min_accuracy": proxy_min_accuracy(fb.live_accuracy, fb.live_ape_std),
         "definitions": {
             "break_even_accuracy": "lowest nominal accuracy (1 - MAPE vs the true expected RTT at dispatch) "
             "at which predicted's mean RTT is below the best heuristic's",
-            "default_min_accuracy": "predicted's live accuracy at the break-even: 1 - MAPE of the chosen "
+            "*_live_accuracy": "predicted's live accuracy at that break-even: 1 - MAPE of the chosen "
             "backend's prediction vs the observed RTT, errors clipped at 10 (proxy LiveAccuracy)",
             "fallback_*": f"the same against {FALLBACK} alone, the policy the proxy falls back to",
+            "proxy_default_min_accuracy": "fallback_break_even_live_accuracy + margin_sigmas * "
+            "fallback_live_ape_std / sqrt(live_window), rounded up to 0.01: "
+            "proxy.predict.min_accuracy.DEFAULT_MIN_ACCURACY",
             "wasted_capacity": "share of worker-time idle while requests queue at other backends",
         },
         **sweep.as_dict(),

@@ -55,8 +55,11 @@ def sweep(args: argparse.Namespace, scenario: Scenario, out: Path, command: str,
         path = headline.write(Path(args.write_threshold or headline.RESULTS), document)
         parts.append(
             f"Wrote {path}: break-even accuracy {document['break_even_accuracy']} "
-            f"(live {document['default_min_accuracy']}); against {FALLBACK} alone "
-            f"{document['fallback_break_even_accuracy']} (live {document['fallback_min_accuracy']})"
+            f"(live {document['break_even_live_accuracy']}); against {FALLBACK} alone "
+            f"{document['fallback_break_even_accuracy']} "
+            f"(live {document['fallback_break_even_live_accuracy']}); "
+            f"proxy default min accuracy {document['proxy_default_min_accuracy']} "
+            "(proxy/predict/min_accuracy.py must say the same)"
         )
     return "\n\n".join(parts)
 

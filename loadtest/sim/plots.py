@@ -15,6 +15,14 @@ from .sensitivity import Point
 from .sweep import SweepResult
 
 OFF_SCALE = 3.0  # heuristics worse than this multiple of the best are left off the sweep plots
+AXIS_LABELS: dict[str, str] = {
+    "load": "offered load",
+    "heterogeneity": "fastest / slowest capacity",
+    "staleness": "report interval s (delay: half), stale view",
+    "proxies": "proxies",
+    "proxies_stale": "proxies, stale view",
+    "choices": "candidates scored by predicted",
+}
 
 
 def _pyplot() -> Any:
@@ -109,27 +117,33 @@ def _sweep_other(sweep: SweepResult, path: Path) -> Path:
 
 
 def plot_sensitivity(points: Sequence[Point], path: Path) -> Path:
+    """One panel per axis, its values as evenly spaced categories (they span 0.05..4, and
+    ``choices`` 0 means "all"); a break-even that does not exist is marked "never" at the top."""
     plt = _pyplot()
     axes_names = list(dict.fromkeys(p.axis for p in points))
     fig, axes = plt.subplots(1, len(axes_names), figsize=(3.6 * len(axes_names), 3.6), squeeze=False)
+    series = (
+        ("threshold", "o-", "C0", "vs best"),
+        ("live_accuracy", "s--", "C0", "vs best, live"),
+        ("fallback_threshold", "o-", "C1", "vs peak_ewma"),
+        ("fallback_live_accuracy", "s--", "C1", "vs peak_ewma, live"),
+    )
     for ax, name in zip(axes[0], axes_names, strict=True):
         pts = [p for p in points if p.axis == name]
-        xs = [p.value for p in pts]
-        ax.plot(
-            xs, [p.threshold if p.threshold is not None else float("nan") for p in pts], "o-", label="nominal"
-        )
-        ax.plot(
-            xs,
-            [p.live_accuracy if p.live_accuracy is not None else float("nan") for p in pts],
-            "s--",
-            label="live",
-        )
-        for p in pts:
+        xs = list(range(len(pts)))
+        for attr, style, color, label in series:
+            ys = [getattr(p, attr) for p in pts]
+            ax.plot(xs, [y if y is not None else float("nan") for y in ys], style, color=color, label=label)
+        for x, p in zip(xs, pts, strict=True):
             if p.threshold is None:
-                ax.annotate("never", (p.value, 1.0), ha="center", fontsize=8, color="red")
+                ax.annotate("never", (x, 1.0), ha="center", fontsize=8, color="C0")
+            if p.fallback_threshold is None:
+                ax.annotate("never", (x, 0.93), ha="center", fontsize=8, color="C1")
+        ax.set_xticks(xs, [("all" if name == "choices" and p.value == 0 else f"{p.value:g}") for p in pts])
+        ax.set_xlim(-0.5, len(pts) - 0.5)
         ax.set_ylim(0.0, 1.05)
-        ax.set_title(name + (" (0: all)" if name == "choices" else ""))
-        ax.set_xlabel(name)
+        ax.set_title(name)
+        ax.set_xlabel(AXIS_LABELS.get(name, name), fontsize=8)
     axes[0][0].set_ylabel("break-even accuracy")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()

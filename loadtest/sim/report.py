@@ -87,14 +87,23 @@ def sweep_markdown(sweep: SweepResult) -> str:
     return "\n".join(parts)
 
 
+def _break_even(threshold: float | None, bound: str) -> str:
+    if threshold is None:
+        return "never"
+    return "<= 0" if bound == "at_most" else f"{threshold:.3f}"
+
+
 def sensitivity_markdown(points: Sequence[Point]) -> str:
     rows = [
         [
             p.axis,
             f"{p.value:g}",
-            "never" if p.threshold is None else ("<= 0" if p.bound == "at_most" else f"{p.threshold:.3f}"),
+            _break_even(p.threshold, p.bound),
             _acc(p.live_accuracy),
             f"{p.best_heuristic} {_ms(p.best_mean_s)}",
+            _break_even(p.fallback_threshold, p.fallback_bound),
+            _acc(p.fallback_live_accuracy),
+            _ms(p.fallback_mean_s),
             _ms(p.predicted_100_mean_s),
             _ms(p.oracle_mean_s),
         ]
@@ -103,9 +112,12 @@ def sensitivity_markdown(points: Sequence[Point]) -> str:
     header = [
         "axis",
         "value",
-        "break-even",
+        "break-even vs best",
         "live acc there",
         "best heuristic (mean ms)",
+        "break-even vs peak_ewma",
+        "live acc there",
+        "peak_ewma ms",
         "pred@1 ms",
         "oracle ms",
     ]
@@ -113,6 +125,10 @@ def sensitivity_markdown(points: Sequence[Point]) -> str:
 
 
 def scale_markdown(points: Sequence[ScalePoint], cpu: int | None) -> str:
+    """One row per point; ``growth`` is the CPU time over the same policy's CPU time on the smallest fleet."""
+    first: dict[str, float] = {}
+    for p in sorted(points, key=lambda p: p.backends):
+        first.setdefault(p.policy, p.cpu_s)
     rows = [
         [
             str(p.backends),
@@ -122,6 +138,8 @@ def scale_markdown(points: Sequence[ScalePoint], cpu: int | None) -> str:
             f"{p.simulate_s:.2f}",
             f"{p.summarize_s:.2f}",
             f"{p.total_s:.2f}",
+            f"{p.cpu_s:.2f}",
+            f"{p.cpu_s / first[p.policy]:.2f}x",
             f"{p.us_per_request:.2f}",
             f"{p.simulated_s:.1f}",
             f"{p.peak_rss_mb:.0f}",
@@ -136,6 +154,8 @@ def scale_markdown(points: Sequence[ScalePoint], cpu: int | None) -> str:
         "simulate s",
         "summarize s",
         "total s",
+        "CPU s",
+        "growth (CPU)",
         "us/req",
         "sim time s",
         "peak RSS MB",

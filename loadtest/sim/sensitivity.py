@@ -1,6 +1,8 @@
 """How the break-even accuracy moves with load, heterogeneity, staleness and the number of proxies.
 
-Each axis changes one knob of the base scenario and finds the threshold by bisection (``sweep``).
+Each axis changes one knob of the base scenario and finds two thresholds by bisection (``sweep``):
+against the best heuristic (the question of the sweep) and against ``peak_ewma`` alone (``FALLBACK``,
+the policy the proxy's safeguard switches to, so the break-even that matters to the safeguard).
 Two axes switch the predictor to the ``stale`` view, because a predictor of the *true* state is by
 construction blind to report age and to other proxies' load: ``staleness`` (agent interval, with
 the delay at half of it: mean report age ``delay + interval / 2``) and ``proxies_stale``.
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .scenario import Scenario
-from .sweep import Bench, find_threshold
+from .sweep import FALLBACK, Bench, find_threshold
 
 Apply = Callable[[Scenario, float], Scenario]
 
@@ -24,7 +26,7 @@ AXES: dict[str, tuple[Apply, tuple[float, ...]]] = {
     "heterogeneity": (lambda s, v: s.with_(heterogeneity=v), (1.0, 2.0, 4.0, 8.0)),
     "staleness": (
         lambda s, v: s.with_(view="stale", interval_s=v, delay_s=v / 2.0),
-        (0.25, 1.0, 2.0, 4.0),
+        (0.05, 0.25, 1.0, 2.0, 4.0),
     ),
     "proxies": (lambda s, v: s.with_(proxies=int(v)), (1.0, 2.0, 4.0, 8.0)),
     "proxies_stale": (lambda s, v: s.with_(proxies=int(v), view="stale"), (1.0, 2.0, 4.0, 8.0)),
@@ -42,6 +44,10 @@ class Point:
     live_accuracy: float | None
     best_heuristic: str
     best_mean_s: float
+    fallback_threshold: float | None  # the same against FALLBACK alone
+    fallback_bound: str
+    fallback_live_accuracy: float | None
+    fallback_mean_s: float
     predicted_100_mean_s: float
     oracle_mean_s: float
 
@@ -73,6 +79,7 @@ def _point(
 ) -> Point:
     bench = Bench(scenario, replicas, log)
     th = find_threshold(bench, "mean_s", steps=steps)
+    fb = find_threshold(bench, "mean_s", steps=steps, against=[FALLBACK])
     return Point(
         axis=axis,
         value=value,
@@ -82,6 +89,10 @@ def _point(
         live_accuracy=th.live_accuracy,
         best_heuristic=th.best_heuristic,
         best_mean_s=th.best_value,
+        fallback_threshold=fb.accuracy,
+        fallback_bound=fb.bound,
+        fallback_live_accuracy=fb.live_accuracy,
+        fallback_mean_s=fb.best_value,
         predicted_100_mean_s=bench.run("predicted", 1.0).mean_s,
         oracle_mean_s=bench.run("oracle").mean_s,
     )

@@ -66,6 +66,7 @@ class Threshold:
     accuracy: float | None  # None: predicted never beats the best heuristic, even at 100 %
     bound: str  # "at": found by search; "at_most": beats even at accuracy 0; "never"
     live_accuracy: float | None
+    live_ape_std: float | None  # spread of the clipped errors behind live_accuracy
     expected_accuracy: float | None
     resolution: float
     evaluated: list[tuple[float, float]] = field(default_factory=list)  # (accuracy, metric value)
@@ -131,6 +132,7 @@ def _threshold(
         accuracy=acc,
         bound=bound,
         live_accuracy=at.live_accuracy if at else None,
+        live_ape_std=at.live_ape_std if at else None,
         expected_accuracy=at.expected_accuracy if at else None,
         resolution=resolution,
         evaluated=evaluated,

@@ -77,7 +77,8 @@ def test_sweep_finds_a_threshold_and_writes_the_headline(tmp_path: Path) -> None
     assert 0.5 < doc["break_even_accuracy"] < 1.0
     assert doc["fallback_break_even_accuracy"] <= doc["break_even_accuracy"]
     # Observed RTTs carry service noise no predictor sees: the live figure is the lower one.
-    assert doc["default_min_accuracy"] < doc["break_even_accuracy"]
+    assert doc["break_even_live_accuracy"] < doc["break_even_accuracy"]
+    assert doc["fallback_break_even_live_accuracy"] < doc["proxy_default_min_accuracy"] < 1.0
     assert [p["value"] for p in doc["sensitivity"]] == [1.0, 2.0, 4.0, 8.0]
     assert len(doc["predicted"]) == 11
     for name in ("sweep.json", "sweep_rtt.png", "sweep_waste_accuracy.png", "threshold_sensitivity.png"):
@@ -98,7 +99,7 @@ def test_scale_reports_every_point(tmp_path: Path) -> None:
     assert code == 0
     points = json.loads((out / "scale.json").read_text())["points"]
     assert [(p["backends"], p["requests"]) for p in points] == [(2, 2000), (5, 2000)]
-    assert all(p["total_s"] > 0 for p in points)
+    assert all(p["total_s"] > 0 and p["cpu_s"] > 0 for p in points)
 
 
 def test_no_break_even_means_no_headline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

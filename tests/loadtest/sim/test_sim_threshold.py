@@ -1,4 +1,5 @@
-"""The committed headline result: where it comes from and that its figures hang together."""
+"""The committed headline result: where it comes from, that its figures hang together, and that the
+proxy's default live-accuracy floor is the one it implies."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Any
 import pytest
 
 from loadtest.sim import threshold
-from loadtest.sim.headline import COMMAND, RESULTS
+from loadtest.sim.headline import COMMAND, LIVE_WINDOW, RESULTS, proxy_min_accuracy
 from loadtest.sim.sensitivity import AXES
+from proxy.predict import min_accuracy
 
 
 @pytest.fixture(scope="module")
@@ -25,21 +27,39 @@ def test_it_comes_from_the_documented_default_run(doc: dict[str, Any]) -> None:
 
 def test_exported_figures_are_the_files(doc: dict[str, Any]) -> None:
     assert doc["break_even_accuracy"] == threshold.BREAK_EVEN_ACCURACY
-    assert doc["default_min_accuracy"] == threshold.DEFAULT_MIN_ACCURACY
-    assert doc["fallback_min_accuracy"] == threshold.FALLBACK_MIN_ACCURACY
-    assert 0.0 < threshold.DEFAULT_MIN_ACCURACY < threshold.BREAK_EVEN_ACCURACY < 1.0
+    assert doc["break_even_live_accuracy"] == threshold.BREAK_EVEN_LIVE_ACCURACY
+    assert doc["fallback_break_even_live_accuracy"] == threshold.FALLBACK_BREAK_EVEN_LIVE_ACCURACY
+    assert 0.0 < threshold.BREAK_EVEN_LIVE_ACCURACY < threshold.BREAK_EVEN_ACCURACY < 1.0
+    # Prequal is the harder bar: beating peak_ewma alone needs less accuracy.
     assert threshold.FALLBACK_BREAK_EVEN_ACCURACY <= threshold.BREAK_EVEN_ACCURACY
 
 
-def test_the_break_even_separates_losing_from_winning_runs(doc: dict[str, Any]) -> None:
-    th = doc["thresholds"]["mean_s"]
-    assert th["accuracy"] == pytest.approx(doc["break_even_accuracy"], abs=1e-4)
+def test_proxy_default_floor_is_the_simulated_break_even_plus_margin(doc: dict[str, Any]) -> None:
+    """min_accuracy.py and threshold.json must not drift apart: regenerate one, then fix the other."""
+    recomputed = proxy_min_accuracy(
+        doc["fallback_break_even_live_accuracy"], doc["fallback_live_ape_std"], doc["live_window"]
+    )
+    assert min_accuracy.DEFAULT_MIN_ACCURACY == doc["proxy_default_min_accuracy"] == recomputed
+    assert doc["live_window"] == LIVE_WINDOW  # LiveAccuracy's default window, read from its signature
+    assert doc["fallback_break_even_live_accuracy"] < min_accuracy.DEFAULT_MIN_ACCURACY
+    # A perfect model must never trip the safeguard in the world the floor comes from.
+    perfect = next(s for s in doc["predicted"] if s["accuracy"] == 1.0)
+    assert perfect["live_accuracy"] > min_accuracy.DEFAULT_MIN_ACCURACY
+
+
+@pytest.mark.parametrize("key", ["mean_s", "mean_s:peak_ewma"])
+def test_the_break_even_separates_losing_from_winning_runs(doc: dict[str, Any], key: str) -> None:
+    th = doc["thresholds"][key]
     evaluated = {round(a, 6): v for a, v in th["evaluated"]}
     at = evaluated[round(th["accuracy"], 6)]
     below = evaluated[round(th["accuracy"] - th["resolution"], 6)]
     assert at < th["best_value"] <= below
-    best = min(b["mean_s"] for b in doc["baselines"] if b["policy"] != "oracle")
-    assert th["best_value"] == best
+    if key == "mean_s":
+        assert th["accuracy"] == pytest.approx(doc["break_even_accuracy"], abs=1e-4)
+        best = min(b["mean_s"] for b in doc["baselines"] if b["policy"] != "oracle")
+        assert th["best_value"] == best
+    else:
+        assert th["accuracy"] == pytest.approx(doc["fallback_break_even_accuracy"], abs=1e-4)
 
 
 def test_sensitivity_covers_every_axis(doc: dict[str, Any]) -> None:
