@@ -167,6 +167,7 @@ def _notes(
         out.append(f"predicted / oracle: p99 {_x(vs['p99'])}, mean {_x(vs['mean'])}.")
     out.append(_verdict(comparison["targets"]))
     out += _episode_notes(policies)
+    out += _machine_notes(policies)
     for p in policies:
         if p.get("status") != "measured":
             out.append(f"{p.get('label') or p['name']}: {p.get('status')} ({p.get('reason')}).")
@@ -190,6 +191,24 @@ def _episode_notes(policies: Sequence[Mapping[str, Any]]) -> list[str]:
     if not missed:
         return [f"Interference: all {total} episodes ran in each of the {len(runs)} runs."]
     return [f"Interference: not every episode ran: {'; '.join(missed)}."]
+
+
+BUSY_MACHINE_CORES = 0.25  # other processes above this share of a core make runs incomparable
+
+
+def _machine_notes(policies: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Whether other processes competed for the CPU during the runs (see ``machine.py``)."""
+    used = {p["name"]: p["machine"]["foreign_cores"] for p in policies if (p.get("machine") or {})}
+    if not used:
+        return []
+    worst = max(used, key=lambda name: used[name])
+    text = (
+        f"Other processes on this machine used {min(used.values()):.2f}-{used[worst]:.2f} cores during "
+        f"the runs (most during {worst})"
+    )
+    if used[worst] > BUSY_MACHINE_CORES:
+        return [text + ": a busy machine; these figures compare policies under different outside load."]
+    return [text + "."]
 
 
 def _predicted_line(p: Mapping[str, Any]) -> str:

@@ -16,7 +16,7 @@ import dataclasses
 from loadtest.testbed.scenario import Scenario
 
 RUN_OVERHEAD_S = 3.0  # per run: target start and stop, lead, drain (measured: 2.5-3 s)
-FIXED_S = 15.0  # testbed start and stop, plots, results
+FIXED_S = 18.0  # testbed start and stop, the 3-s warm-up, plots, results
 MIN_RUN_S = 5.0
 
 

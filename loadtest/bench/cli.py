@@ -187,8 +187,9 @@ async def _phases(plan: Plan, phases: Phases, caps: dict[str, Any]) -> dict[str,
     scenario, settings = plan.scenario, plan.settings
     collection: dict[str, Any] | None = None
     model, model_info = settings.model_dir, {}
+    collect = make_workload(scenario, settings.collect_seed, settings.collect_duration_s)
+    calibration = await phases.warm_up(collect)
     if model is None and any(c.predictive for c in settings.contenders):
-        collect = make_workload(scenario, settings.collect_seed, settings.collect_duration_s)
         samples, collection = await phases.collect(collect)
         if collection.get("ok", 0) == 0:
             raise BenchError(f"collection: no request was answered (see the logs under {settings.out})")
@@ -211,6 +212,7 @@ async def _phases(plan: Plan, phases: Phases, caps: dict[str, Any]) -> dict[str,
         "seeds": {"collect": settings.collect_seed, "evaluate": settings.eval_seed},
         "slo_p95_s": scenario.slo_p95_s,
         "capabilities": caps,
+        "calibration": calibration,
         "collection": collection,
         "model": model_info,
         "policies": entries,

@@ -40,6 +40,7 @@ class BackendCapacity:
     work_mult: float  # > 1: a slower machine (each request costs that much more CPU)
     delay_s: float = 0.0  # fixed extra delay per request
     quota_cores: float | None = None  # a CFS bandwidth quota (throttling happens), None without cgroups
+    overhead_s: float = 0.0  # CPU-seconds per request beyond its numpy work (HTTP, hand-offs), measured
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +112,10 @@ def load_hidden_state(path: str | Path) -> HiddenState:
 def parse_hidden_state(raw: Any) -> HiddenState:
     if not isinstance(raw, Mapping):
         raise HiddenStateError("hidden state: the top level must be an object")
-    backends = {b.id: b for b in (_backend(item, key) for key, item in _items(raw, "backends"))}
+    overhead = raw.get("request_overhead_s") or {}
+    if not isinstance(overhead, Mapping):
+        raise HiddenStateError("request_overhead_s: must be an object {backend: seconds}")
+    backends = {b.id: b for b in (_backend(item, key, overhead) for key, item in _items(raw, "backends"))}
     episodes = tuple(_episode(item, f"episodes[{i}]", backends) for i, item in _list(raw, "episodes"))
     size_work = _size_map(raw, "size_work_s", required=True)
     shares = _size_map(raw, "size_shares", required=False)
@@ -144,7 +148,7 @@ def _list(raw: Mapping[str, Any], key: str) -> list[tuple[int, Any]]:
     return list(enumerate(value))
 
 
-def _backend(item: Any, where: str) -> BackendCapacity:
+def _backend(item: Any, where: str, overhead: Mapping[str, Any]) -> BackendCapacity:
     if not isinstance(item, Mapping):
         raise HiddenStateError(f"{where}: must be an object")
     workers = int(_positive(_require(item, "workers", where), f"{where}.workers"))
@@ -162,6 +166,9 @@ def _backend(item: Any, where: str) -> BackendCapacity:
         work_mult=_positive(item.get("work_mult", 1.0), f"{where}.work_mult"),
         delay_s=_non_negative(item.get("delay_ms", 0.0), f"{where}.delay_ms") / 1000.0,
         quota_cores=None if quota in (None, 0) else _positive(quota, f"{where}.cpu_quota_cores"),
+        overhead_s=_non_negative(
+            overhead.get(str(item.get("id")), 0.0), f"request_overhead_s[{item.get('id')}]"
+        ),
     )
 
 

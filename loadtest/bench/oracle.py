@@ -8,13 +8,16 @@ figures bound what prediction can win on the same run.
 
 Decision: the endpoint with the lowest expected completion time of *this* request,
 
-    T(b) = delay(b, t) + throttle(b, t) + wait(b) + work(size) * work_mult(b) / speed(b, t, busy)
+    T(b) = delay(b, t) + throttle(b, t) + wait(b) + cost(size, b) / speed(b, t, busy)
 
+* ``cost = work(size) * work_mult + overhead``: the request's numpy work on this backend plus the
+  CPU a request costs it beyond that (HTTP, hand-offs), which the bench measures per backend
+  before any run (``calibrate.py``);
 * ``busy = min(in_flight + 1, workers)``: this request and the ones this proxy already has there;
 * ``speed = min(1, cores / (busy + k(t))) * penalty(t)``: CFS shares the backend's cores equally
   among its runnable threads, the request threads and the ``k`` threads of the noisy neighbours
   active at ``t`` (``hidden_state.py``), and cache/memory hogs stretch every step by ``penalty``;
-* ``wait = max(0, in_flight + 1 - workers) * mean_work * work_mult / (speed * workers)``: the
+* ``wait = max(0, in_flight + 1 - workers) * mean_cost / (speed * workers)``: the
   requests queued ahead, served ``workers`` at a time (the M/G/c queue seen as a fluid; the sizes
   of requests already in flight are unknown to a policy, so they count at the mix's mean);
 * ``throttle``: CFS bandwidth control (Turner, Rao & Rao, "CPU bandwidth control for CFS", Linux
@@ -113,13 +116,13 @@ class OraclePolicy:
         busy = min(in_flight + 1, cap.workers)
         speed = min(1.0, cap.cores / (busy + competing)) * penalty
         queued = max(0, in_flight + 1 - cap.workers)
-        wait = queued * self._mean_work_s * cap.work_mult / (speed * cap.workers)
+        wait = queued * (self._mean_work_s * cap.work_mult + cap.overhead_s) / (speed * cap.workers)
         throttle = 0.0
         if competing > 0 and cap.quota_cores is not None:
             runnable = competing + min(in_flight, cap.workers)
             running_share = min(1.0, cap.quota_cores / min(runnable, self.host_cpus))
             throttle = (1.0 - running_share) ** 2 * CFS_PERIOD_S / 2.0
-        return delay + throttle + wait + work_s * cap.work_mult / speed
+        return delay + throttle + wait + (work_s * cap.work_mult + cap.overhead_s) / speed
 
     def _set_state(self, state: HiddenState) -> None:
         self.state = state

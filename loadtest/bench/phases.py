@@ -31,7 +31,7 @@ from typing import Any
 from loadtest.loadgen import LoadResult, run_open_loop
 from loadtest.testbed.scenario import Scenario
 
-from . import aggregate, external, prom
+from . import aggregate, calibrate, external, machine, prom
 from .contenders import Contender
 from .oracle import STATE_ENV
 from .proxy_process import ProxyProcess, ProxyStartError, free_port
@@ -54,6 +54,7 @@ class Settings:
     train_args: tuple[str, ...] = ()
     model_dir: Path | None = None  # a bundle to evaluate instead of collecting and training
     collect_duration_s: float | None = None  # default: the scenario's duration
+    calibrate_s: float = 3.0  # warm-up and per-request overhead measurement (0: none)
 
 
 @dataclass
@@ -72,6 +73,26 @@ class Phases:
     progress: Callable[[str], None]
     timing: dict[str, float] = field(default_factory=dict)
     last_episodes: list[dict[str, Any]] = field(default_factory=list)  # of the latest run
+    last_machine: dict[str, float] = field(default_factory=dict)  # CPU taken by others in the latest run
+    calibration: dict[str, Any] = field(default_factory=dict)  # per backend, from calibrate.calibrate
+
+    # -- warm-up and calibration ---------------------------------------------------------------
+    async def warm_up(self, workload: Workload) -> dict[str, Any]:
+        """Every backend loaded directly for a few seconds; measures each one's per-request overhead."""
+        seconds = min(self.settings.calibrate_s, workload.duration_s)
+        if seconds <= 0:
+            return {}
+        started = time.monotonic()
+        self.calibration = await calibrate.calibrate(self.testbed, workload, seconds)
+        self.timing["calibrate_s"] = time.monotonic() - started
+        parts = [
+            f"{bid} {1e3 * c['overhead_s']:.2f} ms" if c.get("overhead_s") is not None else f"{bid} -"
+            for bid, c in self.calibration.items()
+        ]
+        self.progress(
+            f"warm-up: {seconds:g}s direct to each backend; CPU per request beyond numpy: {', '.join(parts)}"
+        )
+        return self.calibration
 
     @property
     def hidden_state_path(self) -> Path:
@@ -154,9 +175,15 @@ class Phases:
         finally:
             await asyncio.sleep(self.settings.settle_s)
         summary = result.summary(self.scenario.slo_p95_s)
-        entry.update(status="measured", figures=aggregate.figures(summary), episodes=self.last_episodes)
+        entry.update(
+            status="measured", figures=aggregate.figures(summary), episodes=self.last_episodes,
+            machine=self.last_machine,
+        )  # fmt: skip
         self.timing[f"run_{contender.name}_s"] = time.monotonic() - started
-        self.progress(f"{contender.name}: {_one_line(entry['figures'])}")
+        self.progress(
+            f"{contender.name}: {_one_line(entry['figures'])}; other processes used "
+            f"{self.last_machine['foreign_cores']:.2f} cores"
+        )
         return Run(entry, result)
 
     def _unavailable(self, contender: Contender, model: Path | None) -> str | None:
@@ -204,6 +231,7 @@ class Phases:
         self._write_hidden_state()
         await asyncio.sleep(max(0.0, t0 - time.time()))
         ticker = asyncio.create_task(self._tick(label, workload.duration_s))
+        before = await asyncio.to_thread(machine.snapshot)
         try:
             return await run_open_loop(
                 url, workload.arrivals, sizes=workload.sizes, class_header=CLASS_HEADER,
@@ -214,6 +242,11 @@ class Phases:
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
             self.last_episodes = episode_report(self.testbed)
+            after = await asyncio.to_thread(machine.snapshot)
+            self.last_machine = {
+                "foreign_cores": round(machine.foreign_cores(before, after), 3),
+                "load1": round(machine.load_average(), 2),
+            }
             await stop_interference(self.testbed)
 
     async def _tick(self, label: str, duration_s: float) -> None:
@@ -231,7 +264,17 @@ class Phases:
                 return
 
     def _write_hidden_state(self) -> None:
-        self.testbed.write_hidden_state(self.hidden_state_path)
+        """The testbed's hidden state plus the measured per-request overhead, written atomically."""
+        t0 = getattr(self.testbed, "t0_wall", None) or time.time()
+        state = self.testbed.hidden_state(t0)
+        state["request_overhead_s"] = {
+            bid: c["overhead_s"] for bid, c in self.calibration.items() if c.get("overhead_s") is not None
+        }
+        path = self.hidden_state_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(path)  # the oracle re-reads it on change and must never see half a file
 
     def _log(self, name: str) -> Path:
         path = self.settings.out / "logs" / f"{name}.log"

@@ -41,7 +41,7 @@ async def test_collect_train_and_evaluate_three_policies(tmp_path: Path) -> None
     out = tmp_path / "bench"
     settings = Settings(
         out=out, contenders=contenders.select("round_robin,predicted,oracle"), collect_seed=3, eval_seed=4,
-        lead_s=0.5, settle_s=0.2, train_args=TRAIN_ARGS, train_timeout_s=60.0,
+        lead_s=0.5, settle_s=0.2, train_args=TRAIN_ARGS, train_timeout_s=60.0, calibrate_s=1.0,
     )  # fmt: skip
     progress: list[str] = []
     results = await run(
@@ -57,6 +57,10 @@ async def test_collect_train_and_evaluate_three_policies(tmp_path: Path) -> None
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["seeds"] == {"collect": 3, "evaluate": 4}
     assert on_disk["collection"]["ok"] > 0
+    assert set(on_disk["calibration"]) == {"b1", "b2"}
+    assert all(c["requests"] > 0 and c["overhead_s"] is not None for c in on_disk["calibration"].values())
+    hidden = json.loads((out / "hidden_state.json").read_text())
+    assert set(hidden["request_overhead_s"]) == {"b1", "b2"}
     assert on_disk["model"]["family"] == "ridge"
     assert "cpu_limits" in on_disk["capabilities"]
     assert [p["name"] for p in on_disk["policies"]] == ["round_robin", "predicted", "oracle"]
