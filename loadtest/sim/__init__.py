@@ -9,9 +9,10 @@ delay. Policies: the heuristics of the proxy (``round_robin``, ``random``, ``lea
 accuracy, and an ``oracle`` lower bound.
 
 The question it answers (as Morpheus, arXiv 2510.20506, does by simulation): below which
-prediction accuracy does routing by predicted RTT stop paying against the best heuristic? That
-break-even accuracy is the default of the proxy's live-accuracy safeguard
-(``loadtest.sim.threshold``).
+prediction accuracy does routing by predicted RTT stop paying against the best heuristic, and
+against ``peak_ewma``, the proxy's fallback? The latter, in the units the proxy measures, plus a
+margin, is the default of the proxy's live-accuracy safeguard (``loadtest.sim.threshold``,
+``proxy/predict/min_accuracy.py``).
 
 Modules: ``scenario`` (the knobs), ``world`` (backends, interference), ``workload`` (arrivals,
 classes, service draws), ``engine`` (the event loop), ``policies`` (one module per policy),
