@@ -228,6 +228,11 @@ def _predicted_line(p: Mapping[str, Any]) -> str:
     p99 = proxy.get("decision_p99_le_s")
     if p99 is not None:
         text += f", p99 <= {p99 * 1e6:.0f} us"
+    ood = proxy.get("ood_features") or {}
+    if ood:
+        text += "; inputs out of the training range: " + ", ".join(
+            f"{k} {v}" for k, v in list(ood.items())[:5]
+        )
     return text + "."
 
 

@@ -39,6 +39,7 @@ from .workload import Workload
 
 CLASS_HEADER = "X-Presage-Class"
 TICK_S = 5.0
+TESTBED_EXCLUDE = "host_*"
 
 
 @dataclass
@@ -129,9 +130,12 @@ class Phases:
         """``presage train``; returns the bundle (``None`` when training failed) and what it reported."""
         model = self.settings.out / "model"
         log = self._log("train")
+        # Every testbed backend shares this one host: host-wide inputs (load, memory, network) are equal
+        # for all candidates of a decision, so they cannot rank them, and they drift with whatever else
+        # runs on the machine, which sent every decision of the first runs to the OOD fallback.
         command = [
             sys.executable, "-m", "proxy.cli", "train", "--data", str(samples), "--out", str(model),
-            "--no-progress", *self.settings.train_args,
+            "--no-progress", "--exclude", TESTBED_EXCLUDE, *self.settings.train_args,
         ]  # fmt: skip
         self.progress("train: " + " ".join(command[3:]))
         started = time.monotonic()
@@ -168,6 +172,8 @@ class Phases:
                 if proxy is not None:
                     text = await proxy.scrape()
                     entry["proxy"] = prom.proxy_figures(text) if text is not None else None
+                    if contender.predictive and entry["proxy"] is not None:
+                        entry["proxy"]["ood_features"] = await proxy.ood_features()
         except (ProxyStartError, TargetError) as exc:
             entry.update(status="failed", reason=str(exc)[:600])
             self.progress(f"{contender.name}: FAILED to start: {str(exc)[:300]}")

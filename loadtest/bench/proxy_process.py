@@ -106,6 +106,19 @@ class ProxyProcess:
                     return await resp.text()
         return None
 
+    async def ood_features(self) -> dict[str, int]:
+        """``predicted``'s count of OOD fallbacks by the input out of range (admin ``/v1/model``)."""
+        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5.0)) as session,
+                session.get(self.admin_url + "/v1/model") as resp,
+            ):
+                if resp.status == 200:
+                    found = _find_key(await resp.json(), "ood_features")
+                    if isinstance(found, dict):
+                        return {str(k): int(v) for k, v in found.items()}
+        return {}
+
     async def stop(self) -> None:
         proc = self.process
         if proc is None or proc.returncode is not None:
@@ -131,3 +144,20 @@ class ProxyProcess:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def _find_key(doc: object, key: str) -> object:
+    """The first value under ``key`` anywhere in a JSON document (its nesting is the proxy's business)."""
+    if isinstance(doc, dict):
+        if key in doc:
+            return doc[key]
+        values = list(doc.values())
+    elif isinstance(doc, list):
+        values = doc
+    else:
+        return None
+    for value in values:
+        found = _find_key(value, key)
+        if found is not None:
+            return found
+    return None
