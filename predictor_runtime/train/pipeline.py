@@ -288,7 +288,8 @@ def _candidate(
 
 
 def _select(cands: list[Candidate]) -> Candidate:
-    """Most accurate on validation among those within budget; else the fastest (flagged)."""
+    """Most accurate on validation among those within budget that beat the mean (validation R2 > 0);
+    else the fastest (flagged)."""
     ok = [c for c in cands if c.error is None]
     if not ok:
         raise export.ExportError(
@@ -296,7 +297,12 @@ def _select(cands: list[Candidate]) -> Candidate:
         )
     fitting = [c for c in ok if c.fits_budget]
     if fitting:
-        return max(fitting, key=lambda c: c.val["accuracy"])
+        # A model whose validation R2 is negative does worse than predicting the mean: its 1 - MAPE
+        # can still look good (MAPE rewards under-prediction) while its ranking of backends, what
+        # routing needs, is noise, and a linear one extrapolates wildly (seen on the testbed: ridge
+        # at val accuracy 34% and test R2 -73). Prefer the ones that beat the mean.
+        sane = [c for c in fitting if float(c.val.get("r2", 0.0)) > 0.0] or fitting
+        return max(sane, key=lambda c: c.val["accuracy"])
     fastest = min(ok, key=lambda c: c.inference["p99_s"])
     print(
         f"presage train: no model fits the decision-time budget; shipping the fastest ({fastest.family}, "
