@@ -42,7 +42,7 @@ DEMO_SCENARIO = {
     ],
 }
 DEMO_POLICIES = "round_robin,peak_ewma,predicted,oracle,nginx_random_two"
-COLLECT_S = 15.0  # a little more exploration traffic than one evaluation run: the model needs it
+COLLECT_S = 10.0  # per collection pass (three: loadtest.bench.cli.COLLECT_PASSES)
 TRAIN_ESTIMATE_S = 10.0
 
 
