@@ -178,12 +178,22 @@ def backend_processes(n: int) -> Iterator[list[str]]:
 
 @contextlib.contextmanager
 def presage(urls: Sequence[str], policy: str, workers: int) -> Iterator[str | None]:
+    with presage_process(urls, policy, workers) as (address, _admin):
+        yield address
+
+
+@contextlib.contextmanager
+def presage_process(
+    urls: Sequence[str], policy: str, workers: int = 1, extra: Sequence[str] = ()
+) -> Iterator[tuple[str, str]]:
+    """A ``presage proxy`` process (backends ``b1..bN``, access log off, no drain delay) with
+    ``extra`` flags; yields (data-plane address, admin address) once all workers listen."""
     port, admin = free_port(), free_port()
     command = [
         sys.executable, "-m", "proxy.main",
         "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}",
         "--policy", policy, "--workers", str(workers),
-        "--access-log", "off", "--drain-delay-s", "0", "--grace-s", "2",
+        "--access-log", "off", "--drain-delay-s", "0", "--grace-s", "2", *extra,
     ]  # fmt: skip
     for i, url in enumerate(urls, 1):
         command += ["--backend", f"b{i}={url}"]
@@ -191,7 +201,7 @@ def presage(urls: Sequence[str], policy: str, workers: int) -> Iterator[str | No
     try:
         _wait_ready(f"http://127.0.0.1:{admin}/readyz", proc)
         _wait_workers(proc.pid, workers)
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", f"127.0.0.1:{admin}"
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -30,7 +30,6 @@ import argparse
 import contextlib
 import json
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -46,7 +45,7 @@ import numpy as np
 from metrics_agent import schema
 from predictor_runtime.bundle import Bundle, load_bundle
 
-from .bench_dataplane import Settings, _wait_ready, backend_processes, free_port, load
+from .bench_dataplane import Settings, backend_processes, load, presage_process
 
 SIZES = (4, 16, 64, 1000)
 TARGET_P99_16_S = 50e-6
@@ -185,29 +184,13 @@ def admin_json(admin: str, path: str) -> dict[str, Any]:
 def proxy(
     urls: Sequence[str], policy: str, redis_url: str, bundle_dir: Path, workdir: Path
 ) -> Iterator[tuple[str, str]]:
-    """A ``presage proxy`` process; yields (data-plane address, admin address)."""
-    port, admin = free_port(), free_port()
+    """A ``presage proxy`` process on the embedded Redis and the bundle, the OOD guard and the
+    decision-time breaker opened wide; yields (data-plane address, admin address)."""
     config = workdir / f"{policy}.yaml"
     config.write_text(json.dumps({"predicted": {"ood_tolerance": 1e9, "min_budget_s": 1.0}}))
-    command = [
-        sys.executable, "-m", "proxy.main", "-c", str(config),
-        "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}",
-        "--policy", policy, "--redis", redis_url, "--model", str(bundle_dir),
-        "--access-log", "off", "--drain-delay-s", "0", "--grace-s", "2",
-    ]  # fmt: skip
-    for i, url in enumerate(urls, 1):
-        command += ["--backend", f"b{i}={url}"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_ready(f"http://127.0.0.1:{admin}/readyz", proc)
-        yield f"127.0.0.1:{port}", f"127.0.0.1:{admin}"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    extra = ["-c", str(config), "--redis", redis_url, "--model", str(bundle_dir)]
+    with presage_process(urls, policy, 1, extra) as addresses:
+        yield addresses
 
 
 def throughput(bundle_dir: Path, rounds: int, duration_s: float, workdir: Path) -> dict[str, Any]:
