@@ -29,8 +29,10 @@ per-slot GETs (``mget_nonatomic``) there; PUBLISH is cluster-wide. The agent
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -292,6 +294,14 @@ def _ping(sock: Path) -> bool:
         return False
 
 
+def _die_with_starter() -> None:
+    """In the child, before exec: SIGTERM this server when the thread that started it ends
+    (Linux ``PR_SET_PDEATHSIG``), so a killed proxy or testbed never leaves an embedded Redis
+    behind. Elsewhere a no-op: ``close()`` and the finalizer still stop it on a clean exit."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def start_embedded(
     workdir: str | os.PathLike[str] | None = None, *, password: str | None = None
 ) -> RedisEndpoint:
@@ -313,7 +323,8 @@ def start_embedded(
     if password:
         args += ["--requirepass", password]
     proc = subprocess.Popen(
-        args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_starter,
     )
     deadline = time.monotonic() + EMBEDDED_START_TIMEOUT_S
     while not (sock.exists() and _ping(sock)):

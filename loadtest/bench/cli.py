@@ -245,6 +245,9 @@ def estimate_s(plan: Plan) -> float:
     """Rough wall time: load, start-up, lead and settling per run, plus collection and training."""
     s = plan.settings
     collects = s.model_dir is None and any(c.predictive for c in s.contenders)
-    runs = len(s.contenders) + collects * COLLECT_PASSES
-    per_run = plan.scenario.duration_s + budget.RUN_OVERHEAD_S + s.settle_s
-    return budget.FIXED_S + runs * per_run + (plan.train_estimate_s if collects else 0.0)
+    overhead = budget.RUN_OVERHEAD_S + s.settle_s
+    total = budget.FIXED_S + len(s.contenders) * (plan.scenario.duration_s + overhead)
+    if collects:  # one recording proxy for all passes: its start-up is paid once
+        collect_s = s.collect_duration_s or plan.scenario.duration_s
+        total += overhead + COLLECT_PASSES * (collect_s + s.lead_s) + plan.train_estimate_s
+    return total

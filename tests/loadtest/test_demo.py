@@ -21,7 +21,9 @@ def test_the_demo_plan_is_a_short_collect_train_compare_run() -> None:
     assert plan.settings.collect_seed != plan.settings.eval_seed
     assert plan.settings.model_dir is None  # it collects and trains
     assert len(plan.scenario.backends) == 3 and plan.scenario.episodes
-    assert estimate_s(plan) <= 135  # "about two minutes"; the estimate is what the demo prints
+    # "about two minutes": the estimate (what the demo prints) is conservative; with three
+    # collection passes it says 145 s where `./dev demo` measured 2 min 1 s on this machine
+    assert estimate_s(plan) <= 150
     assert plan.scenario.duration_s >= budget.MIN_RUN_S
 
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import psutil
 import pytest
 import redis
 
@@ -232,6 +233,16 @@ async def test_a_killed_owner_takes_its_backends_along_and_its_groups_are_swept(
             break
         await asyncio.sleep(0.02)
     assert not any(alive(p) for p in pids)
+    # nor does its embedded Redis outlive it (redis_conn sets PR_SET_PDEATHSIG on the server)
+    workdir = str(tmp_path / "owner")
+    for _ in range(300):
+        servers = [
+            p for p in psutil.process_iter(["cmdline"]) if workdir in " ".join(p.info["cmdline"] or ())
+        ]
+        if not servers:
+            break
+        await asyncio.sleep(0.02)
+    assert not servers
     if not CGROUP_REASON:  # nobody removed the groups (the owner died); the next testbed sweeps them
         run_group = Path(slow_group).parent
         assert run_group.exists()
