@@ -142,9 +142,15 @@ class HostSource:
     def read(self, now: float) -> dict[str, float]:
         out: dict[str, float] = {}
         ct = psutil.cpu_times()
-        # guest time is already inside user/nice (proc(5)); idle and iowait are not busy.
-        total = sum(ct) - getattr(ct, "guest", 0.0) - getattr(ct, "guest_nice", 0.0)
-        busy = total - ct.idle - getattr(ct, "iowait", 0.0)
+        # busy: the monotonic busy fields only (guest time is already inside user/nice, proc(5)).
+        # iowait is left out of both sums: the kernel documents it as unreliable, and it can go
+        # backwards between two reads, which would make a derived counter "reset" and drop the
+        # sample.
+        busy = (
+            ct.user + ct.nice + ct.system + getattr(ct, "irq", 0.0) + getattr(ct, "softirq", 0.0)
+            + getattr(ct, "steal", 0.0)
+        )  # fmt: skip
+        total = busy + ct.idle
         d_busy, d_total = self._busy.update(busy, now), self._total.update(total, now)
         if d_busy is not None and d_total:
             out["host_cpu_util"] = min(max(d_busy / d_total, 0.0), 1.0)
