@@ -156,41 +156,34 @@ def _auth(u: RedisURL) -> dict[str, Any]:
 def sync_client(url: str, **kwargs: Any) -> Any:
     """A ``redis.Redis`` (or Sentinel master / ``RedisCluster``) for ``url``; kwargs go to redis-py."""
     import redis
+    import redis.cluster
+    import redis.sentinel
 
-    u = parse_redis_url(url)
-    if u.kind == "single":
-        return redis.Redis.from_url(url, **kwargs)
-    if u.kind == "cluster":
-        from redis.cluster import ClusterNode, RedisCluster
-
-        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in u.nodes], **_auth(u), **kwargs)
-    from redis.sentinel import Sentinel
-
-    sentinel = Sentinel(
-        list(u.nodes), sentinel_kwargs={"password": u.sentinel_password, **kwargs}, **_auth(u), **kwargs
-    )
-    assert u.service is not None
-    return sentinel.master_for(u.service, db=u.db)
+    return _client(url, kwargs, redis, redis.cluster, redis.sentinel)
 
 
 def async_client(url: str, **kwargs: Any) -> Any:
     """The ``redis.asyncio`` twin of ``sync_client``."""
     import redis.asyncio as aredis
+    import redis.asyncio.cluster
+    import redis.asyncio.sentinel
 
+    return _client(url, kwargs, aredis, redis.asyncio.cluster, redis.asyncio.sentinel)
+
+
+def _client(url: str, kwargs: dict[str, Any], base: Any, cluster: Any, sentinel: Any) -> Any:
+    """One construction for both flavours of redis-py: they mirror each other module by module."""
     u = parse_redis_url(url)
     if u.kind == "single":
-        return aredis.Redis.from_url(url, **kwargs)
+        return base.Redis.from_url(url, **kwargs)
     if u.kind == "cluster":
-        from redis.asyncio.cluster import ClusterNode, RedisCluster
-
-        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in u.nodes], **_auth(u), **kwargs)
-    from redis.asyncio.sentinel import Sentinel
-
-    sentinel = Sentinel(
+        nodes = [cluster.ClusterNode(h, p) for h, p in u.nodes]
+        return cluster.RedisCluster(startup_nodes=nodes, **_auth(u), **kwargs)
+    sentinels = sentinel.Sentinel(
         list(u.nodes), sentinel_kwargs={"password": u.sentinel_password, **kwargs}, **_auth(u), **kwargs
     )
     assert u.service is not None
-    return sentinel.master_for(u.service, db=u.db)
+    return sentinels.master_for(u.service, db=u.db)
 
 
 def close_client(client: Any) -> None:
