@@ -49,17 +49,18 @@ GAUGES = b"presage_backend_in_flight 3\npresage_backend_queue_length 1\npresage_
 
 
 @contextmanager
-def gauge_page() -> Iterator[str]:
-    """A backend's /metrics page on loopback, for the agent's --scrape."""
+def gauge_page(body: bytes = GAUGES) -> Iterator[str]:
+    """A backend's /metrics page with a fixed ``body`` on loopback, for the agent's --scrape;
+    yields its URL (the agent tests serve theirs with it too)."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:
             self.send_response(200)
-            self.send_header("Content-Length", str(len(GAUGES)))
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(GAUGES)
+            self.wfile.write(body)
 
         def log_message(self, *args: object) -> None:
             pass

@@ -6,16 +6,15 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import orjson
 import pytest
 import redis
 
+from loadtest.bench_agent import gauge_page
 from metrics_agent import cli, schema
 from proxy.redis_conn import RedisEndpoint, start_embedded
 
@@ -35,28 +34,9 @@ def redis_ep() -> Iterator[RedisEndpoint]:
 
 @pytest.fixture
 def app_metrics() -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
-            body = b"presage_backend_in_flight 7\npresage_backend_queue_length 2\npresage_backend_workers 4\n"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/metrics"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    body = b"presage_backend_in_flight 7\npresage_backend_queue_length 2\npresage_backend_workers 4\n"
+    with gauge_page(body) as url:
+        yield url
 
 
 def start_agent(log: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
