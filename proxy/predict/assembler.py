@@ -28,13 +28,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from predictor_runtime.ood import RangeGuard
-from predictor_runtime.samples import LOCAL_FEATURES, REQUEST_FEATURES, backend_feature
+from predictor_runtime.samples import LOCAL_FEATURES, REQUEST_FEATURES, backend_feature, request_features
 
 from ..balancer.base import Endpoint, RequestInfo
 
-# columns written per request; "ep" kinds differ per candidate, "req" kinds per request
-EP_KINDS = ("proxy_in_flight", "proxy_ewma_s", "proxy_feature_age_s")
-REQ_KINDS = ("req_bytes", "req_class", "req_is_get")
+# columns written per request: the proxy-local signals differ per candidate, the request's own
+# features per request (names and order from predictor_runtime.samples, shared with the trainer)
+EP_KINDS = LOCAL_FEATURES
+REQ_KINDS = REQUEST_FEATURES
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,11 +141,8 @@ def rows_for(
 
 
 def request_values(request: RequestInfo) -> dict[str, float]:
-    return {
-        "req_bytes": float(request.body_bytes),
-        "req_class": float(request.req_class),
-        "req_is_get": 1.0 if request.method == "GET" else 0.0,
-    }
+    values = request_features(request.method, request.body_bytes, request.req_class)
+    return dict(zip(REQUEST_FEATURES, values, strict=True))
 
 
 def fill(
