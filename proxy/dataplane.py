@@ -359,7 +359,7 @@ class DataPlane:
         tap = st.tap
         ticket = None
         if tap is not None:  # before begin: record the in-flight counts the policy saw
-            ticket = tap.dispatched(ep, st.pool.eligible(dispatched), info, ex.request_id, dispatched)
+            ticket = tap.dispatched(ep, st.pool, info, ex.request_id, dispatched)
             if st.explain:
                 ex.decision = tap.explain(ticket)
         st.pool.begin(ep, dispatched)

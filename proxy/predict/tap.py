@@ -27,6 +27,7 @@ from ..balancer.explore import ExplorePolicy
 from ..balancer.predicted import Decision, PredictedPolicy
 from ..balancer.shadow import ShadowPolicy
 from ..metrics import BatchedHistogram, Metrics
+from ..pool import BackendPool
 from ..recorder import PendingSample, SampleRecorder, local_signals
 
 
@@ -82,11 +83,13 @@ class DecisionTap:
     def dispatched(
         self,
         ep: Endpoint,
-        candidates: Sequence[Endpoint],
+        pool: BackendPool,
         info: RequestInfo,
         request_id: str,
         now: float,
     ) -> Ticket | None:
+        """``pool``'s eligible endpoints are the candidates a recorded sample lists; they are only
+        looked up for the sampled requests."""
         explored = self.explore.explored if self.explore is not None else False
         decision = None
         if self.predicted is not None and not explored:
@@ -97,7 +100,7 @@ class DecisionTap:
         pending = None
         recorder = self.recorder
         if recorder is not None and recorder.wants(self.rng.random()):
-            pending = self._pending(ep, candidates, info, request_id, now, explored)
+            pending = self._pending(ep, pool.eligible(now), info, request_id, now, explored)
         if decision is None and shadow is None and pending is None:
             return None
         return Ticket(ep, decision, shadow, pending, explored)
