@@ -114,7 +114,6 @@ class Decision:
     runner_up_s: float = float("nan")
     fallback: str | None = None  # reason when routed by the fallback policy
     duration_s: float = 0.0
-    model_version: str | None = None
     scored: Sequence[Endpoint] = ()  # the candidates the model scored, and their predictions
     preds: np.ndarray | None = None
 
@@ -212,7 +211,6 @@ class PredictedPolicy:
             predicted_s=float(preds[best]),
             runner_up=candidates[second],
             runner_up_s=float(preds[second]),
-            model_version=model.version,
             scored=candidates,
             preds=preds,
         )

@@ -19,6 +19,7 @@ object, so live accuracy and the decision-time breaker survive a SIGHUP.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -170,7 +171,7 @@ class PredictionRuntime:
     def _predicted_policy(self, config: ProxyConfig, *, shadow: bool) -> PredictedPolicy:
         settings = self._settings(config)
         if shadow:  # a shadow scores every candidate, so the live choice always has a prediction
-            settings = PredictedSettings(**{**_asdict(settings), "choices": 0})
+            settings = dataclasses.replace(settings, choices=0)
         key = (settings, shadow)
         policy = self._predicted.get(key)
         if policy is None:
@@ -238,6 +239,3 @@ class PredictionRuntime:
             except Exception as exc:  # Redis down: the gauge still has it; retry next tick
                 log.debug("live accuracy not published: %s", exc)
 
-
-def _asdict(settings: PredictedSettings) -> dict[str, Any]:
-    return {name: getattr(settings, name) for name in settings.__dataclass_fields__}
