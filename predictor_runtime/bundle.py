@@ -70,6 +70,9 @@ class Bundle:
     target: str
     transform: str
     ranges: Mapping[str, FeatureRange]  # in ``feature_names`` order
+    # a constant the inverse-transformed output is multiplied by (``target.scale``): the point
+    # estimate that minimises MAPE is not the one a squared-error fit returns (see train.assess)
+    scale: float
     metrics: Mapping[str, float]
     inference: Mapping[str, float]
     batch_size: int
@@ -153,6 +156,9 @@ def _validate(path: Path, meta: dict[str, Any], onnx: bytes) -> Bundle:
     transform = target.get("transform")
     if transform not in TRANSFORMS:
         raise BundleError(f"{where}: target transform {transform!r} (known: {', '.join(TRANSFORMS)})")
+    scale = target.get("scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0.0 < scale < float("inf"):
+        raise BundleError(f"{where}: target.scale must be a positive finite number, got {scale!r}")
     return Bundle(
         path=path,
         onnx=onnx,
@@ -160,6 +166,7 @@ def _validate(path: Path, meta: dict[str, Any], onnx: bytes) -> Bundle:
         feature_names=names,
         target=str(target.get("name", "rtt_s")),
         transform=transform,
+        scale=float(scale),
         ranges=_ranges(path, names, _require(path, meta, "ranges", dict)),
         metrics=_numbers(path, "metrics", _require(path, meta, "metrics", dict)),
         inference=_numbers(path, "inference", _require(path, meta, "inference", dict)),
@@ -230,6 +237,7 @@ def build_meta(
     family: str,
     training: Mapping[str, Any],
     target: str = "rtt_s",
+    scale: float = 1.0,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     created = (now or datetime.now(UTC)).isoformat(timespec="seconds")
@@ -239,7 +247,7 @@ def build_meta(
         "family": family,
         "input_name": INPUT_NAME,
         "feature_names": list(feature_names),
-        "target": {"name": target, "unit": "seconds", "transform": transform},
+        "target": {"name": target, "unit": "seconds", "transform": transform, "scale": float(scale)},
         "ranges": {n: ranges[n].as_dict() for n in feature_names},
         "metrics": dict(metrics),
         "inference": dict(inference),

@@ -38,14 +38,18 @@ def session_options() -> ort.SessionOptions:
     return opts
 
 
-def _inverse(transform: str) -> Callable[[np.ndarray], np.ndarray]:
-    """Undo the target transform; the result is a new array (the bound output buffer is reused)."""
+def _inverse(transform: str, scale: float = 1.0) -> Callable[[np.ndarray], np.ndarray]:
+    """Undo the target transform and apply the bundle's scale; the result is a new array (the bound
+    output buffer is reused)."""
     if transform == "log":
-        return np.exp
+        if scale == 1.0:
+            return np.exp
+        shift = np.float32(np.log(scale))  # exp(v + log c) = c * exp(v), one ufunc call fewer
+        return lambda v: np.exp(v + shift)
     if transform == "log1p":
-        return lambda v: np.maximum(np.expm1(v), 0.0)
+        return lambda v: np.maximum(np.expm1(v), 0.0) * scale
     if transform == "identity":
-        return lambda v: np.maximum(v, 0.0)
+        return lambda v: np.maximum(v, 0.0) * scale
     raise BundleError(f"unknown target transform {transform!r}")
 
 
@@ -60,14 +64,18 @@ class Scorer:
         *,
         max_batch: int = 64,
         version: str = "",
+        scale: float = 1.0,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if not 0.0 < scale < float("inf"):
+            raise ValueError(f"scale must be a positive finite number, got {scale}")
         self.feature_names: tuple[str, ...] = tuple(feature_names)
         self.transform = transform
         self.version = version
         self.max_batch = max_batch
-        self._inv = _inverse(transform)
+        self.scale = float(scale)
+        self._inv = _inverse(transform, self.scale)
         try:
             self._session = ort.InferenceSession(model, session_options(), providers=list(PROVIDERS))
         except Exception as exc:  # onnxruntime raises its own exception types
@@ -84,7 +92,7 @@ class Scorer:
     def load(cls, bundle: Bundle | str | Path, max_batch: int = 64) -> Scorer:
         """Load from a bundle (already validated) or a bundle directory (validated here)."""
         b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        return cls(b.onnx, b.feature_names, b.transform, max_batch=max_batch, version=b.sha256)
+        return cls(b.onnx, b.feature_names, b.transform, max_batch=max_batch, version=b.sha256, scale=b.scale)
 
     # -- public surface --------------------------------------------------------------------------
     def input_buffer(self, n: int) -> np.ndarray:

@@ -19,6 +19,44 @@ import numpy as np
 
 from predictor_runtime.scorer import Scorer
 
+# The calibrated scale is clipped: a factor this far from 1 means the fit is broken, not biased.
+SCALE_BOUNDS = (0.1, 10.0)
+
+
+def mape_scale(observed_s: np.ndarray, predicted_s: np.ndarray) -> float:
+    """The constant ``c`` minimising MAPE of ``c * predicted`` against ``observed``.
+
+    A model fit by squared error on log RTT predicts the conditional *median* (for log-normal
+    noise, also the geometric mean); MAPE is minimised lower, at the median of the distribution
+    re-weighted by 1/RTT (for log-normal noise of spread s, the median times exp(-s^2)): an
+    over-prediction of a short request costs more than the same miss on a long one. With ``r_i =
+    y_i / p_i``, ``sum |c p_i - y_i| / y_i = sum (p_i / y_i) |c - r_i|``, so ``c`` is the weighted
+    median of ``r`` with weights ``p / y``. One scale for every row leaves the ranking of backends,
+    and so every routing decision, unchanged; it moves only the level of the estimate.
+    """
+    obs = np.asarray(observed_s, dtype=np.float64)
+    pred = np.asarray(predicted_s, dtype=np.float64)
+    ok = (obs > 0) & (pred > 0) & np.isfinite(obs) & np.isfinite(pred)
+    if not ok.any():
+        return 1.0
+    r = obs[ok] / pred[ok]
+    w = pred[ok] / obs[ok]
+    order = np.argsort(r)
+    cum = np.cumsum(w[order])
+    c = float(r[order][np.searchsorted(cum, 0.5 * cum[-1])])
+    return float(np.clip(c, *SCALE_BOUNDS))
+
+
+def spearman(observed_s: np.ndarray, predicted_s: np.ndarray) -> float:
+    """Rank correlation of predicted and observed RTT: what routing by argmin actually uses."""
+    from scipy.stats import spearmanr
+
+    obs = np.asarray(observed_s, dtype=np.float64)
+    pred = np.asarray(predicted_s, dtype=np.float64)
+    if len(obs) < 3 or np.ptp(obs) == 0 or np.ptp(pred) == 0:
+        return 0.0
+    return float(spearmanr(obs, pred).statistic)
+
 
 def accuracy_metrics(observed_s: np.ndarray, predicted_s: np.ndarray) -> dict[str, float]:
     obs = np.asarray(observed_s, dtype=np.float64)
@@ -33,6 +71,7 @@ def accuracy_metrics(observed_s: np.ndarray, predicted_s: np.ndarray) -> dict[st
         "mae_s": float(np.abs(pred - obs).mean()),
         "p95_ape": float(np.percentile(ape, 95)),
         "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0,
+        "spearman": spearman(obs, pred),
         "n": float(len(obs)),
     }
 

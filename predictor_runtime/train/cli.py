@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timing-calls", type=int, default=2000, help="calls per inference-time measurement")
     p.add_argument("--parity-tolerance", type=float, default=1e-3)
     p.add_argument("--no-per-backend", action="store_true", help="skip the per-backend model comparison")
+    p.add_argument(
+        "--no-calibrate", action="store_true",
+        help="ship the fit's own level (the median), not the MAPE-optimal scale fitted on validation",
+    )  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
         "--exclude", type=_str_list, default=(), metavar="PATTERNS",
@@ -128,6 +132,7 @@ def _options(args: argparse.Namespace) -> TrainOptions:
         per_backend=not args.no_per_backend,
         progress=not args.no_progress,
         exclude=tuple(args.exclude),
+        calibrate=not args.no_calibrate,
     )
 
 

@@ -56,6 +56,9 @@ class TrainOptions:
     parity_tolerance: float = export.DEFAULT_TOLERANCE
     per_backend: bool = True
     progress: bool = True
+    # multiply predictions by the MAPE-optimal constant fitted on the validation split (bundle
+    # ``target.scale``); routing is unchanged by it, the accuracy the safeguard measures is not
+    calibrate: bool = True
     # fnmatch patterns of inputs never to use, e.g. "host_*" when every backend shares one host
     # (a testbed): such columns say nothing about which backend is faster, and tie the model to
     # the load level of the collection run
@@ -88,7 +91,9 @@ class Candidate:
     fits_budget: bool = False
     onnx: bytes = b""
     model: Any = None
-    test_pred: np.ndarray | None = None
+    test_pred: np.ndarray | None = None  # scaled, as the bundle would predict
+    scale: float = 1.0  # MAPE-optimal level, calibrated on the validation split
+    test_unscaled_accuracy: float | None = None
 
 
 @dataclass(slots=True)
@@ -117,10 +122,16 @@ class TrainResult:
             feature_names=self.features,
             transform=self.options.transform,
             ranges=self.ranges,
-            metrics={k: v for k, v in sel.test.items() if k != "n"},
+            metrics={k: v for k, v in sel.test.items() if k != "n"}
+            | {
+                "accuracy_unscaled": float(
+                    sel.test["accuracy"] if sel.test_unscaled_accuracy is None else sel.test_unscaled_accuracy
+                )
+            },
             inference={"p50_s": sel.inference["p50_s"], "p99_s": sel.inference["p99_s"]},
             batch_size=len(ds.backends),
             family=sel.family,
+            scale=sel.scale,
             training=self.summary(),
         ) | {"split": {"train": _span(ds, sp.train), "val": _span(ds, sp.val), "test": _span(ds, sp.test)}}
 
@@ -147,6 +158,9 @@ class TrainResult:
                 c.family: {
                     "val_accuracy": c.val.get("accuracy"),
                     "test_accuracy": c.test.get("accuracy"),
+                    "test_accuracy_unscaled": c.test_unscaled_accuracy,
+                    "test_spearman": c.test.get("spearman"),
+                    "scale": c.scale,
                     "p99_s": c.inference.get("p99_s"),
                     "error": c.error,
                 }
@@ -263,10 +277,12 @@ def _candidate(
     )
     cand.model = model
     progress.step(f"fit {family}")
-    cand.val = assess.accuracy_metrics(
-        ds.y[split.val], export.inverse(opts.transform, zoo.predict(model, x[split.val]))
-    )
-    cand.test_pred = export.inverse(opts.transform, zoo.predict(model, x[split.test]))
+    val_pred = export.inverse(opts.transform, zoo.predict(model, x[split.val]))
+    cand.scale = assess.mape_scale(ds.y[split.val], val_pred) if opts.calibrate else 1.0
+    cand.val = assess.accuracy_metrics(ds.y[split.val], cand.scale * val_pred)
+    test_raw = export.inverse(opts.transform, zoo.predict(model, x[split.test]))
+    cand.test_unscaled_accuracy = assess.accuracy_metrics(ds.y[split.test], test_raw)["accuracy"]
+    cand.test_pred = cand.scale * test_raw
     cand.test = assess.accuracy_metrics(ds.y[split.test], cand.test_pred)
     try:
         cand.onnx = export.to_onnx(model, family, len(features))
@@ -322,12 +338,16 @@ def _per_backend(
     for b in ds.backends:
         tr = fit_idx[ds.backend[fit_idx] == b]
         te = np.flatnonzero(ds.backend[split.test] == b)
+        va = split.val[ds.backend[split.val] == b]
         if len(tr) < 30 or len(te) == 0:
             continue
         model = zoo.fit(
             selected.family, x[tr], export.forward(opts.transform, ds.y[tr]), kept, opts.zoo, opts.seed
         )
-        pred[te] = export.inverse(opts.transform, zoo.predict(model, x[split.test][te]))
+        scale = 1.0
+        if opts.calibrate and len(va):  # the same calibration the global model had
+            scale = assess.mape_scale(ds.y[va], export.inverse(opts.transform, zoo.predict(model, x[va])))
+        pred[te] = scale * export.inverse(opts.transform, zoo.predict(model, x[split.test][te]))
         per[b] = assess.accuracy_metrics(ds.y[split.test][te], pred[te])["accuracy"]
     covered = ~np.isnan(pred)
     if not covered.any():

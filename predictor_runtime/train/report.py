@@ -43,6 +43,11 @@ def render_markdown(r: TrainResult) -> str:
         f"budget {_us(r.budget_s)} µs ({r.options.budget_frac:.1%} of the median RTT "
         f"{r.median_rtt_s * 1e3:.2f} ms): {'fits' if sel.fits_budget else '**over budget**'}.",
         "",
+        f"Its predictions are scaled by {sel.scale:.3f}, the MAPE-optimal level fitted on the validation "
+        f"split; unscaled (the fit's median) its test accuracy is {_pct(sel.test_unscaled_accuracy)}. "
+        f"The scale does not change which backend ranks first; the rank correlation of prediction and "
+        f"RTT on the test split (Spearman) is {sel.test.get('spearman', 0.0):.3f}.",
+        "",
         "## Data",
         "",
         f"- samples read: {ds.n_read}; used: {len(ds)}; backends: {', '.join(ds.backends)}; "
@@ -81,8 +86,9 @@ def _candidates_table(r: TrainResult) -> list[str]:
         "Chosen by validation accuracy among models whose p99 fits the budget; figures below are on the "
         "test split unless marked.",
         "",
-        "| family | val accuracy | accuracy | MAE ms | p95 APE | R² | p50 µs | p99 µs | fits | parity |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| family | val accuracy | accuracy | unscaled | scale | Spearman | MAE ms | p95 APE | R² "
+        "| p50 µs | p99 µs | fits | parity |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in r.candidates:
         rows.append(_candidate_row(c, c is r.selected))
@@ -95,6 +101,7 @@ def _candidate_row(c: Candidate, selected: bool) -> str:
     t = c.test
     return (
         f"| {name} | {_pct(c.val.get('accuracy'))} | {_pct(t.get('accuracy'))} "
+        f"| {_pct(c.test_unscaled_accuracy)} | {c.scale:.3f} | {t.get('spearman', 0.0):.3f} "
         f"| {t.get('mae_s', 0) * 1e3:.3f} | {_pct(t.get('p95_ape'))} | {t.get('r2', 0):.3f} "
         f"| {_us(c.inference.get('p50_s'))} "
         f"| {_us(c.inference.get('p99_s'))} | {'yes' if c.fits_budget else 'no'} | {parity} |"

@@ -140,3 +140,17 @@ def test_replace_dir_swaps_whole_directories(
     bundle_mod.replace_dir(new, old)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     assert [p.name for p in old.iterdir()] == ["b"]
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, "half", True, float("inf")])
+def test_a_bad_target_scale_is_refused(tiny_bundle: tuple[Bundle, object, np.ndarray], scale: object) -> None:
+    bundle, _, _ = tiny_bundle
+    _rewrite_meta(bundle.path, target={"name": "rtt_s", "transform": "log", "scale": scale})
+    with pytest.raises(BundleError, match=r"target\.scale"):
+        load_bundle(bundle.path)
+
+
+def test_a_bundle_without_a_scale_reads_as_scale_one(tiny_bundle: tuple[Bundle, object, np.ndarray]) -> None:
+    bundle, _, _ = tiny_bundle
+    _rewrite_meta(bundle.path, target={"name": "rtt_s", "transform": "log"})
+    assert load_bundle(bundle.path).scale == 1.0

@@ -60,9 +60,26 @@ def test_trained_bundle_scores_like_the_native_model(trained: tuple[Path, pipeli
     bundle = load_bundle(out)
     scorer = Scorer.load(bundle, max_batch=len(result.dataset.backends))
     x = result.dataset.columns(bundle.feature_names)[result.split.test]
-    native = export.inverse(bundle.transform, zoo.predict(result.selected.model, x))
+    native = result.selected.scale * export.inverse(bundle.transform, zoo.predict(result.selected.model, x))
+    assert bundle.scale == pytest.approx(result.selected.scale) and bundle.scale != 1.0
+    np.testing.assert_allclose(native, result.selected.test_pred[: len(native)], rtol=1e-4)
     n = len(result.dataset.backends)
     for start in range(0, 60, n):
         buf = scorer.input_buffer(n)
         buf[:] = x[start : start + n]
         np.testing.assert_allclose(scorer.score(buf), native[start : start + n], rtol=1e-4)
+
+
+@pytest.mark.parametrize("transform", ["log", "log1p", "identity"])
+def test_the_scale_multiplies_every_prediction(
+    tiny_bundle: tuple[Bundle, object, np.ndarray], transform: str
+) -> None:
+    bundle, _, x = tiny_bundle
+    plain = Scorer(bundle.onnx, bundle.feature_names, transform, max_batch=8)
+    scaled = Scorer(bundle.onnx, bundle.feature_names, transform, max_batch=8, scale=0.6)
+    buf_a, buf_b = plain.input_buffer(6), scaled.input_buffer(6)
+    buf_a[:] = x[:6]
+    buf_b[:] = x[:6]
+    np.testing.assert_allclose(scaled.score(buf_b), 0.6 * plain.score(buf_a), rtol=1e-5)
+    with pytest.raises(ValueError, match="scale"):
+        Scorer(bundle.onnx, bundle.feature_names, transform, scale=0.0)
