@@ -517,6 +517,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--record-fraction", "record_fraction", float, "share of requests recorded (default 1)", "F"),
     Flag("--explore", "explore", float, "share of requests routed at random", "EPS"),
     Flag("--shadow", "shadow", _parse_optional, "policy evaluated beside the live one", "NAME"),
+    Flag("--predicted-choices", "predicted.choices", int, "predicted: candidates scored (0: all)", "D"),
     Flag("--access-log", "access_log.path", _parse_optional, "'-' stdout, a file, or 'off'", "PATH"),
     Flag("--access-log-sample", "access_log.sample", float, "share of requests logged", "FRACTION"),
     Flag("--max-body-bytes", "max_body_bytes", int, "largest request body accepted", "BYTES"),

@@ -17,6 +17,7 @@ ratio uses its own best, which is the strictest reading of "best other policy".
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -79,6 +80,100 @@ def compare(policies: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+# -- rounds --------------------------------------------------------------------------------------------
+# ``presage bench --rounds R`` runs every contender R times, in an order rotated each round, on the
+# same arrivals and interference schedule. On a shared 2-core machine one run's outside load moves a
+# policy's mean by more than the policies differ (HAProxy's mean went from 23 to 75 ms between two
+# identical runs), so a single run cannot rank them. A round is a set of runs close together in
+# time, which see similar outside load: the ratio of two policies *within* a round is paired, and
+# its median over rounds is what the table and the verdict use. Figures are medians over rounds;
+# counts (requests, errors, drops, fallbacks) are totals, so "zero errors" means zero in every run.
+_SUMMED = frozenset({"count", "ok", "errors", "dropped", "decisions"})
+
+
+def combine_rounds(
+    rounds: Sequence[Sequence[Mapping[str, Any]]],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Entries with median figures over ``rounds`` (each a list of entries, one per contender, in
+    table order) and the comparison built on per-round ratios."""
+    if not rounds:
+        raise ValueError("no rounds to combine")
+    per_round = [compare(r) for r in rounds]
+    entries = []
+    for first in rounds[0]:
+        name = first["name"]
+        same = [e for r in rounds for e in r if e["name"] == name]
+        measured = [e for e in same if e.get("status") == "measured"]
+        entry = dict(first)
+        if len(measured) < len(same):  # a contender that failed once is reported as failed
+            failed = next(e for e in same if e.get("status") != "measured")
+            entry.update(status=failed.get("status"), reason=failed.get("reason"))
+        elif measured:
+            entry["figures"] = _median_mapping([e["figures"] for e in measured])
+            proxies = [e["proxy"] for e in measured if e.get("proxy")]
+            entry["proxy"] = _median_mapping(proxies) if proxies else None
+            entry["episodes"] = measured[0].get("episodes")
+            machine = [e["machine"] for e in measured if e.get("machine")]
+            entry["machine"] = max(machine, key=lambda m: m.get("foreign_cores", 0.0)) if machine else None
+        entry["rounds"] = len(same)
+        entries.append(entry)
+    comparison = compare(entries)  # best baselines by median figures, for the notes
+    ratios: dict[str, dict[str, float | None]] = {}
+    spread: dict[str, dict[str, list[float]]] = {}
+    for e in entries:
+        if e.get("status") != "measured":
+            continue
+        name = e["name"]
+        ratios[name], spread[name] = {}, {}
+        for key in ("p99_to_best", "mean_to_best"):
+            values = [float(v) for c in per_round if (v := c["ratios"].get(name, {}).get(key)) is not None]
+            ratios[name][key] = statistics.median(values) if values else None
+            spread[name][key] = [min(values), max(values)] if values else []
+    comparison["ratios"] = ratios
+    comparison["ratio_range"] = spread
+    vs = [c["predicted_vs_oracle"] for c in per_round if c.get("predicted_vs_oracle")]
+    comparison["predicted_vs_oracle"] = (
+        {k: _median_or_none([v[k] for v in vs]) for k in ("p99", "mean")} if vs else None
+    )
+    comparison["targets"] = _targets(_find(entries, predictive=True), ratios)
+    comparison["rounds"] = len(rounds)
+    comparison["per_round"] = [{"best": c["best"], "ratios": c["ratios"]} for c in per_round]
+    return entries, comparison
+
+
+def _median_or_none(values: Sequence[float | None]) -> float | None:
+    present = [float(v) for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _median_mapping(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Key by key: numbers -> median (totals for counts), mappings -> the same recursively (totals
+    for counters such as fallbacks by reason), anything else -> the first round's value."""
+    out: dict[str, Any] = {}
+    for key in items[0]:
+        values = [item.get(key) for item in items]
+        first = next((v for v in values if v is not None), None)
+        if isinstance(first, bool) or first is None:
+            out[key] = first
+        elif isinstance(first, int | float):
+            nums = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+            if key in _SUMMED:
+                out[key] = type(first)(sum(nums))
+            else:
+                out[key] = statistics.median(nums) if nums else None
+        elif isinstance(first, Mapping) and key in ("fallbacks", "ood_features"):
+            totals: dict[str, float] = {}
+            for v in values:
+                for k, n in (v or {}).items():
+                    totals[k] = totals.get(k, 0) + n
+            out[key] = totals
+        elif isinstance(first, Mapping) and all(isinstance(v, int | float) for v in first.values()):
+            out[key] = _median_mapping([v for v in values if isinstance(v, Mapping)])
+        else:
+            out[key] = first
+    return out
+
+
 def _targets(predicted: Mapping[str, Any] | None, ratios: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"p99_ratio_max": TARGET_P99_RATIO, "mean_ratio_max": TARGET_MEAN_RATIO}
     if predicted is None or predicted["name"] not in ratios:
@@ -119,15 +214,29 @@ def markdown(results: Mapping[str, Any]) -> str:
     """The results table and the lines under it (what ``results.md`` holds and the CLI prints)."""
     policies: Sequence[Mapping[str, Any]] = results["policies"]
     comparison: Mapping[str, Any] = results["comparison"]
-    lines = [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]
+    lines = []
+    rounds = comparison.get("rounds", 1)
+    if rounds > 1:
+        lines += [
+            f"Medians over {rounds} rounds (every policy once per round, order rotated); the ratio "
+            "columns are medians of the per-round ratios, [min-max] across rounds.",
+            "",
+        ]
+    lines += [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]
     for p in policies:
-        lines.append(_row(p, comparison["ratios"].get(p["name"])))
+        lines.append(
+            _row(p, comparison["ratios"].get(p["name"]), comparison.get("ratio_range", {}).get(p["name"]))
+        )
     lines.append("")
     lines += _notes(policies, comparison, results.get("slo_p95_s"))
     return "\n".join(lines) + "\n"
 
 
-def _row(p: Mapping[str, Any], ratios: Mapping[str, Any] | None) -> str:
+def _row(
+    p: Mapping[str, Any],
+    ratios: Mapping[str, Any] | None,
+    ranges: Mapping[str, Sequence[float]] | None = None,
+) -> str:
     label = p.get("label") or p["name"]
     if p.get("status") != "measured":
         return f"| {label} | {p.get('status')}: {p.get('reason') or '-'} |" + " |" * 9
@@ -139,8 +248,8 @@ def _row(p: Mapping[str, Any], ratios: Mapping[str, Any] | None) -> str:
         str(f["dropped"]),
         *(_ms(f.get(k)) for k in ("mean_s", "p50_s", "p95_s", "p99_s")),
         _share(f.get("slo_breach_share")),
-        _x(ratios and ratios.get("p99_to_best")),
-        _x(ratios and ratios.get("mean_to_best")),
+        _x(ratios and ratios.get("p99_to_best")) + _range(ranges, "p99_to_best"),
+        _x(ratios and ratios.get("mean_to_best")) + _range(ranges, "mean_to_best"),
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -255,6 +364,11 @@ def _ms(x: float | None) -> str:
 
 def _share(x: float | None) -> str:
     return "-" if x is None else f"{x:.0%}"
+
+
+def _range(ranges: Mapping[str, Sequence[float]] | None, key: str) -> str:
+    span = (ranges or {}).get(key) or []
+    return f" [{span[0]:.2f}-{span[1]:.2f}]" if len(span) == 2 and span[0] != span[1] else ""
 
 
 def _x(x: float | None) -> str:

@@ -42,6 +42,9 @@ TRAIN_ESTIMATE_S = {"quick": 12.0, "full": 60.0}
 # model trained on one pass of a quick run (1,200 samples, each episode seen once) did worse than
 # predicting the mean on the later test split; three passes reached R2 0.2-0.6.
 COLLECT_PASSES = 3
+# Rounds of the evaluation (see aggregate.combine_rounds): three is the fewest with a median that
+# one disturbed run cannot move. --quick keeps one, to stay within its 3 minutes.
+DEFAULT_ROUNDS = 3
 
 
 def build_parser(prog: str = "presage bench") -> argparse.ArgumentParser:
@@ -55,6 +58,11 @@ def build_parser(prog: str = "presage bench") -> argparse.ArgumentParser:
     )
     p.add_argument("--model", help="evaluate this model bundle; skip collection and training")
     p.add_argument("--redis", help="use this Redis instead of an embedded one")
+    p.add_argument(
+        "--rounds", type=int, default=None,
+        help="run every policy this many times, order rotated each round; report medians and "
+        "per-round ratios (default: quick 1, otherwise 3)",
+    )  # fmt: skip
     p.add_argument("--settle", type=float, default=None, help="seconds between runs (default 2, quick 1)")
     p.add_argument(
         "--budget", type=float, default=None,
@@ -93,13 +101,17 @@ def plan_from_args(argv: Sequence[str]) -> Plan:
         budget_s = {"quick": QUICK_BUDGET_S, "full": FULL_BUDGET_S}.get(name)
     if budget_s is not None and budget_s < 0:
         raise ValueError(f"--budget: must be >= 0, got {budget_s}")
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else DEFAULT_ROUNDS)
+    if not 1 <= rounds <= 20:
+        raise ValueError(f"--rounds: must be in 1..20, got {rounds}")
     collects = model is None and any(c.predictive for c in chosen)
     train_s = TRAIN_ESTIMATE_S.get(name, 30.0) if collects else 0.0
-    scenario = budget.fit(scenario, budget_s, len(chosen) + collects * COLLECT_PASSES, train_s, settle)
+    runs = rounds * len(chosen) + collects * COLLECT_PASSES
+    scenario = budget.fit(scenario, budget_s, runs, train_s, settle)
     settings = Settings(
         out=Path(args.out), contenders=chosen, collect_seed=seed, eval_seed=seed + 1, settle_s=settle,
         train_args=QUICK_TRAIN_ARGS if args.quick else (), model_dir=model,
-        train_timeout_s=90.0 if args.quick else 300.0,
+        train_timeout_s=90.0 if args.quick else 300.0, rounds=rounds,
     )  # fmt: skip
     return Plan(scenario, settings, args.redis, "presage bench " + " ".join(argv), train_s)
 
@@ -208,11 +220,16 @@ async def _phases(plan: Plan, phases: Phases, caps: dict[str, Any]) -> dict[str,
         model_info = read_model_info(model)
     workload = make_workload(scenario, settings.eval_seed)
     started = time.monotonic()
-    runs: list[Run] = []
-    for contender in settings.contenders:
-        runs.append(await phases.evaluate(contender, workload, model))
+    rounds: list[list[Run]] = []
+    n = len(settings.contenders)
+    for r in range(settings.rounds):
+        order = [settings.contenders[(i + r) % n] for i in range(n)]  # each policy leads once in n
+        if settings.rounds > 1:
+            phases.progress(f"round {r + 1}/{settings.rounds}: {', '.join(c.name for c in order)}")
+        runs = {c.name: await phases.evaluate(c, workload, model) for c in order}
+        rounds.append([runs[c.name] for c in settings.contenders])
     phases.timing["evaluate_s"] = time.monotonic() - started
-    entries = [r.entry for r in runs]
+    entries, comparison = aggregate.combine_rounds([[run.entry for run in rnd] for rnd in rounds])
     results: dict[str, Any] = {
         "command": plan.command,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -223,10 +240,17 @@ async def _phases(plan: Plan, phases: Phases, caps: dict[str, Any]) -> dict[str,
         "calibration": calibration,
         "collection": collection,
         "model": model_info,
+        "rounds": settings.rounds,
         "policies": entries,
-        "comparison": aggregate.compare(entries),
+        "runs": [[run.entry for run in rnd] for rnd in rounds] if settings.rounds > 1 else None,
+        "comparison": comparison,
     }
-    measured = {r.entry["name"]: r.result for r in runs if r.result is not None}
+    # raw arrays and plots: the first round in which each policy was measured
+    measured: dict[str, Any] = {}
+    for rnd in rounds:
+        for run in rnd:
+            if run.result is not None:
+                measured.setdefault(run.entry["name"], run.result)
     report.write_outputs(results, measured, workload, scenario, settings.out)
     return results
 
@@ -246,7 +270,7 @@ def estimate_s(plan: Plan) -> float:
     s = plan.settings
     collects = s.model_dir is None and any(c.predictive for c in s.contenders)
     overhead = budget.RUN_OVERHEAD_S + s.settle_s
-    total = budget.FIXED_S + len(s.contenders) * (plan.scenario.duration_s + overhead)
+    total = budget.FIXED_S + s.rounds * len(s.contenders) * (plan.scenario.duration_s + overhead)
     if collects:  # one recording proxy for all passes: its start-up is paid once
         collect_s = s.collect_duration_s or plan.scenario.duration_s
         total += overhead + COLLECT_PASSES * (collect_s + s.lead_s) + plan.train_estimate_s

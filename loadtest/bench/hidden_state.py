@@ -61,6 +61,7 @@ class HiddenState:
     episodes: tuple[Episode, ...]
     size_work_s: Mapping[float, float]  # request size -> CPU-seconds at work_mult 1 on a full core
     size_shares: Mapping[float, float] | None = None  # the size mix, for the mean work of a queued request
+    cpu_period_s: float = 0.1  # the CFS period of the backends' quotas (the scenario's cpu_period_ms)
 
     def work_s(self, size: float) -> float:
         """CPU-seconds of a request of ``size``; an unknown size interpolates (log-log) or clamps."""
@@ -119,7 +120,8 @@ def parse_hidden_state(raw: Any) -> HiddenState:
     episodes = tuple(_episode(item, f"episodes[{i}]", backends) for i, item in _list(raw, "episodes"))
     size_work = _size_map(raw, "size_work_s", required=True)
     shares = _size_map(raw, "size_shares", required=False)
-    return HiddenState(backends, episodes, size_work, shares or None)
+    period = raw.get("cpu_period_s", 0.1)
+    return HiddenState(backends, episodes, size_work, shares or None, _positive(period, "cpu_period_s"))
 
 
 def _size_map(raw: Mapping[str, Any], key: str, *, required: bool) -> dict[float, float]:

@@ -21,10 +21,11 @@ Decision: the endpoint with the lowest expected completion time of *this* reques
   requests queued ahead, served ``workers`` at a time (the M/G/c queue seen as a fluid; the sizes
   of requests already in flight are unknown to a policy, so they count at the mix's mean);
 * ``throttle``: CFS bandwidth control (Turner, Rao & Rao, "CPU bandwidth control for CFS", Linux
-  Symposium 2010) lets a group run ``quota`` CPU-seconds per period ``P`` (100 ms) and then stops it
-  until the next period. A noisy neighbour is always runnable, so with one in the group the quota
-  runs out every period: the group runs for a share ``f = quota / min(runnable, cpus)`` of each
-  period and is throttled for the rest. A request arriving at a uniform phase waits
+  Symposium 2010) lets a group run ``quota`` CPU-seconds per period ``P`` (the scenario's
+  ``cpu_period_ms``, 100 ms by default) and then stops it until the next period. A noisy
+  neighbour is always runnable, so with one in the group the quota runs out every period: the
+  group runs for a share ``f = quota / min(runnable, cpus)`` of each period and is throttled for
+  the rest. A request arriving at a uniform phase waits
   ``(1 - f)^2 * P / 2`` on average before it runs. Request threads alone rarely use up the quota
   at the loads of the testbed, so the term applies only while a neighbour runs (the fluid speed
   covers the rest). Measured on the testbed: a one-thread CPU hog in a 0.5-core group moved the
@@ -53,7 +54,6 @@ from .hidden_state import HiddenState, HiddenStateError, load_hidden_state
 
 STATE_ENV = "PRESAGE_ORACLE_STATE"
 RELOAD_CHECK_S = 0.25  # the harness rewrites the file when it restarts the schedule; a stat() 4x a second
-CFS_PERIOD_S = 0.1  # the kernel's default cpu.cfs_period_us, which the testbed keeps
 
 
 class OraclePolicy:
@@ -121,7 +121,7 @@ class OraclePolicy:
         if competing > 0 and cap.quota_cores is not None:
             runnable = competing + min(in_flight, cap.workers)
             running_share = min(1.0, cap.quota_cores / min(runnable, self.host_cpus))
-            throttle = (1.0 - running_share) ** 2 * CFS_PERIOD_S / 2.0
+            throttle = (1.0 - running_share) ** 2 * self.state.cpu_period_s / 2.0
         return delay + throttle + wait + (work_s * cap.work_mult + cap.overhead_s) / speed
 
     def _set_state(self, state: HiddenState) -> None:

@@ -68,6 +68,7 @@ class Settings:
     train_timeout_s: float = 240.0
     train_args: tuple[str, ...] = ()
     model_dir: Path | None = None  # a bundle to evaluate instead of collecting and training
+    rounds: int = 1  # every contender this many times, order rotated (aggregate.combine_rounds)
     collect_duration_s: float | None = None  # default: the scenario's duration
     calibrate_s: float = 3.0  # warm-up and per-request overhead measurement (0: none)
 

@@ -75,7 +75,8 @@ def markdown_document(results: Mapping[str, Any]) -> str:
         f"Command: `{results.get('command', 'presage bench')}`",
         "",
         f"Load: {sc['trace']['kind']} trace {sc['trace']['low_rps']:g}-{sc['trace']['high_rps']:g} req/s, "
-        f"{sc['duration_s']:g} s per policy, {len(sc['backends'])} backends, "
+        f"{sc['duration_s']:g} s per policy and round, {results.get('rounds') or 1} round(s), "
+        f"{len(sc['backends'])} backends, "
         f"{len(sc['episodes'])} interference episodes; seeds: collect {seeds['collect']}, "
         f"evaluate {seeds['evaluate']}.",
         "",
@@ -91,6 +92,8 @@ def markdown_document(results: Mapping[str, Any]) -> str:
         ]
     lines.append(aggregate.markdown(results))
     files = results.get("files", {})
+    if (results.get("rounds") or 1) > 1 and files:
+        lines.append("The plots show each policy's first measured round.\n")
     for key in ("latency_cdf", "timeline"):
         if key in files:
             lines.append(f"![{key}]({files[key]})\n")

@@ -108,14 +108,20 @@ class BackendGroup:
     def procs_files(self) -> list[Path]:
         return [d / "cgroup.procs" for d in self.dirs]
 
-    def set_quota(self, cores: float | None) -> None:
-        """``cores`` of CPU per period, or no limit for ``None``."""
-        quota = -1 if cores is None else max(1000, round(cores * PERIOD_US))
+    def set_quota(self, cores: float | None, period_us: int = PERIOD_US) -> None:
+        """``cores`` of CPU per ``period_us``, or no limit for ``None``.
+
+        The period sets how lumpy the limit is: a group that spends its quota early waits for the
+        next period, so a 0.3-core group on the default 100-ms period can stall a request for 70 ms,
+        where a 10-ms period stalls it for at most 7 ms. The kernel accepts 1 ms to 1 s.
+        """
+        period_us = min(1_000_000, max(1000, int(period_us)))
+        quota = -1 if cores is None else max(1000, round(cores * period_us))
         if self.version == 1:
-            (self.cpu_dir / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+            (self.cpu_dir / "cpu.cfs_period_us").write_text(str(period_us))
             (self.cpu_dir / "cpu.cfs_quota_us").write_text(str(quota))
         else:
-            (self.cpu_dir / "cpu.max").write_text(f"{'max' if quota < 0 else quota} {PERIOD_US}")
+            (self.cpu_dir / "cpu.max").write_text(f"{'max' if quota < 0 else quota} {period_us}")
 
     def add(self, pid: int) -> None:
         for procs in self.procs_files:

@@ -6,6 +6,7 @@ dataclasses, checked on construction, with the key named in every error::
     name: quick
     duration_s: 50          # seconds of load per run
     slo_p95_s: 0.15         # the p95 RTT a 10-s window must stay under
+    cpu_period_ms: 100      # CFS period of every backend's quota (1..1000; the kernel default 100)
     seed: 7
     trace: {kind: dynamic, low_rps: 60, high_rps: 150, period_s: 10}
     sizes: {128: 0.55, 256: 0.35, 512: 0.10}     # image side (px) -> share; or [[128, 0.55], ...]
@@ -161,6 +162,7 @@ class Scenario:
     slo_p95_s: float
     sizes: SizeMix
     seed: int = 1
+    cpu_period_ms: float = 100.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -168,6 +170,7 @@ class Scenario:
         _number("duration_s", self.duration_s, 0.0, 86_400.0, lo_open=True)
         _number("slo_p95_s", self.slo_p95_s, 0.0, 3600.0, lo_open=True)
         _integer("seed", self.seed, 0, 2**63 - 1)
+        _number("cpu_period_ms", self.cpu_period_ms, 1.0, 1000.0)
         if not 1 <= len(self.backends) <= MAX_BACKENDS:
             raise _fail("backends", f"must list 1..{MAX_BACKENDS} backends (got {len(self.backends)})")
         ids: set[str] = set()
@@ -251,6 +254,7 @@ def scenario_from_mapping(raw: Any) -> Scenario:
         slo_p95_s=top["slo_p95_s"],
         sizes=_sizes(top["sizes"]),
         seed=top.get("seed", 1),
+        cpu_period_ms=top.get("cpu_period_ms", 100.0),
     )
 
 

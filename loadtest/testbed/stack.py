@@ -231,6 +231,7 @@ class Testbed:
             ],
             "size_work_s": {str(s): w for s, w in sorted(self.size_work_s.items())},
             "size_shares": {str(s): p for s, p in sorted(shares.items())},
+            "cpu_period_s": self.scenario.cpu_period_ms / 1000.0,
         }
 
     def write_hidden_state(self, path: Path | str, t0_wall: float | None = None) -> Path:
@@ -286,7 +287,9 @@ class Testbed:
         cpus = sorted(os.sched_getaffinity(0))
         for i, spec in enumerate(self.scenario.backends):
             if self._groups is not None:
-                self._groups.create(spec.id).set_quota(spec.cpu_quota_cores)
+                self._groups.create(spec.id).set_quota(
+                    spec.cpu_quota_cores, round(self.scenario.cpu_period_ms * 1000)
+                )
                 self.effective[spec.id] = with_cgroups(spec)
             else:
                 self.effective[spec.id] = emulate_without_cgroups(spec, cpus[i % len(cpus)])

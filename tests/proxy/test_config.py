@@ -166,3 +166,14 @@ def test_a_module_class_policy_is_a_plugin() -> None:
         {"backends": [{"id": "a", "url": B}], "policy": "proxy.balancer.least_request:LeastRequestPolicy"}
     )
     assert config.policy == "proxy.balancer.least_request:LeastRequestPolicy"
+
+
+def test_predicted_choices_from_flag_env_and_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "predicted: {choices: 3, min_accuracy: 0.8}\n")
+    argv = ["-c", path, "--backend", B, "--policy", "predicted", "--predicted-choices", "0"]
+    flag = load_config(argv, env={})
+    assert dict(flag.predicted) == {"choices": 0, "min_accuracy": 0.8}  # the flag wins, the file's rest stays
+    env = load_config(["--backend", B, "--policy", "predicted"], env={"PRESAGE_PREDICTED_CHOICES": "2"})
+    assert dict(env.predicted) == {"choices": 2}
+    with pytest.raises(ConfigError, match="predicted"):
+        load_config(["--backend", B, "--policy", "predicted", "--predicted-choices", "-3"], env={})

@@ -164,3 +164,57 @@ def test_fit_compresses_only_what_does_not_fit() -> None:
     fitted = budget.fit(quick, 170, 9, 12, 1)
     assert fitted.duration_s == pytest.approx(budget.fitted_duration_s(170, 9, 12, 1))
     assert fitted.duration_s < quick.duration_s
+
+
+def _scaled(policies: list[dict[str, Any]], factor: float) -> list[dict[str, Any]]:
+    """The same shoot-out on a machine ``factor`` times slower (every latency scaled)."""
+    import copy
+
+    out = copy.deepcopy(policies)
+    for p in out:
+        for key in ("mean_s", "p50_s", "p95_s", "p99_s"):
+            if p.get("figures"):
+                p["figures"][key] *= factor
+    return out
+
+
+def test_rounds_take_medians_of_figures_and_of_paired_ratios() -> None:
+    rounds = [shoot_out(), _scaled(shoot_out(), 3.0), _scaled(shoot_out(), 0.5)]
+    rounds[1][4]["figures"]["p99_s"] = 10.0  # predicted disturbed in one round only
+    entries, comparison = aggregate.combine_rounds(rounds)
+    by_name = {e["name"]: e for e in entries}
+    assert [e["name"] for e in entries] == [p["name"] for p in shoot_out()]
+    # figures: medians over rounds (x1, x3, x0.5 -> x1), counts summed over rounds
+    assert by_name["least_request"]["figures"]["mean_s"] == pytest.approx(0.020)
+    assert by_name["least_request"]["figures"]["count"] == 3000
+    assert by_name["predicted"]["proxy"]["fallbacks"] == {"ood": 36, "stale": 0}
+    assert by_name["predicted"]["proxy"]["decisions"] == 3000
+    assert by_name["predicted"]["proxy"]["live_accuracy"] == pytest.approx(0.81)
+    # ratios: per round, then the median; one disturbed round does not move it
+    assert comparison["ratios"]["predicted"]["p99_to_best"] == pytest.approx(100 / 150)
+    assert comparison["ratio_range"]["predicted"]["p99_to_best"][1] == pytest.approx(10.0 / 0.45)
+    assert comparison["ratios"]["predicted"]["mean_to_best"] == pytest.approx(15 / 18)
+    assert comparison["targets"]["met"] is True and comparison["rounds"] == 3
+    assert len(comparison["per_round"]) == 3
+    assert by_name["nginx_least_conn"]["status"] == "skipped" and by_name["nginx_least_conn"]["rounds"] == 3
+    text = aggregate.markdown({"policies": entries, "comparison": comparison, "slo_p95_s": 0.15})
+    assert "Medians over 3 rounds" in text
+    assert "| 0.67x [0.67-22.22] |" in text
+
+
+def test_one_round_combines_to_the_single_run_comparison() -> None:
+    entries, comparison = aggregate.combine_rounds([shoot_out()])
+    single = aggregate.compare(shoot_out())
+    assert comparison["ratios"] == single["ratios"] and comparison["targets"] == single["targets"]
+    assert "Medians over" not in aggregate.markdown({"policies": entries, "comparison": comparison})
+
+
+def test_a_policy_that_failed_in_any_round_is_reported_failed_and_errors_add_up() -> None:
+    second = shoot_out()
+    second[1] = {**second[1], "status": "failed", "reason": "did not start", "figures": None}
+    second[4]["figures"]["errors"] = 2
+    entries, comparison = aggregate.combine_rounds([shoot_out(), second])
+    by_name = {e["name"]: e for e in entries}
+    assert by_name["least_request"]["status"] == "failed"
+    assert by_name["predicted"]["figures"]["errors"] == 2
+    assert comparison["targets"]["zero_errors"] is False

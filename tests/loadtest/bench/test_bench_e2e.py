@@ -41,7 +41,7 @@ async def test_collect_train_and_evaluate_three_policies(tmp_path: Path) -> None
     out = tmp_path / "bench"
     settings = Settings(
         out=out, contenders=contenders.select("round_robin,predicted,oracle"), collect_seed=3, eval_seed=4,
-        lead_s=0.5, settle_s=0.2, train_args=TRAIN_ARGS, train_timeout_s=60.0, calibrate_s=1.0,
+        lead_s=0.5, settle_s=0.2, train_args=TRAIN_ARGS, train_timeout_s=60.0, calibrate_s=1.0, rounds=2,
     )  # fmt: skip
     progress: list[str] = []
     results = await run(
@@ -80,3 +80,17 @@ async def test_collect_train_and_evaluate_three_policies(tmp_path: Path) -> None
     table = (out / "results.md").read_text()
     assert "| predicted |" in table and "| oracle (reference) |" in table
     assert results["comparison"] == on_disk["comparison"]
+    # two rounds, order rotated: every policy ran twice on the same arrivals; figures are combined
+    assert on_disk["rounds"] == 2 and on_disk["comparison"]["rounds"] == 2
+    order = ["round_robin", "predicted", "oracle"]
+    assert [[e["name"] for e in rnd] for rnd in on_disk["runs"]] == [order] * 2  # stored in table order
+    for policy in on_disk["policies"]:
+        runs = [e for rnd in on_disk["runs"] for e in rnd if e["name"] == policy["name"]]
+        per_round = [e["figures"]["count"] for e in runs]
+        assert policy["rounds"] == 2 and policy["figures"]["count"] == sum(per_round)
+    assert "Medians over 2 rounds" in table
+    rounds = [line for line in progress if line.startswith("round ")]
+    assert rounds == [
+        "round 1/2: round_robin, predicted, oracle",
+        "round 2/2: predicted, oracle, round_robin",
+    ]

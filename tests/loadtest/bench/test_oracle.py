@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.bench.hidden_state import HiddenStateError, load_hidden_state, parse_hidden_state
-from loadtest.bench.oracle import CFS_PERIOD_S, RELOAD_CHECK_S, STATE_ENV, OraclePolicy
+from loadtest.bench.oracle import RELOAD_CHECK_S, STATE_ENV, OraclePolicy
 from proxy.balancer.base import RequestInfo
 from proxy.balancer.endpoint import Endpoint
 from proxy.balancer.registry import make_policy
@@ -131,10 +131,11 @@ def test_a_neighbour_in_a_quota_group_adds_the_cfs_throttling_wait() -> None:
     )
     policy = OraclePolicy(parse_hidden_state(raw), wall_offset_s=0.0, host_cpus=2)
     fluid = 0.001 * 2 / 0.5  # one request thread and the hog share 0.5 core
-    assert policy.expected_completion_s("b1", 0, 0.001, T0 + 1) == pytest.approx(
-        fluid + 0.25 * CFS_PERIOD_S / 2
-    )
+    assert policy.expected_completion_s("b1", 0, 0.001, T0 + 1) == pytest.approx(fluid + 0.25 * 0.1 / 2)
     assert policy.expected_completion_s("b1", 0, 0.001, T0 + 6) == pytest.approx(0.001 / 0.5)
+    # a scenario with a 10-ms period: the same share of each period, a tenth of the wait
+    short = OraclePolicy(parse_hidden_state({**raw, "cpu_period_s": 0.01}), wall_offset_s=0.0, host_cpus=2)
+    assert short.expected_completion_s("b1", 0, 0.001, T0 + 1) == pytest.approx(fluid + 0.25 * 0.01 / 2)
 
 
 def test_reads_the_testbed_format() -> None:

@@ -56,6 +56,7 @@ def test_a_file_becomes_frozen_dataclasses_with_defaults(tmp_path: Path) -> None
     assert sc.sizes == SizeMix(((128, 3), (256, 1)))
     assert sc.sizes.shares() == {128: 0.75, 256: 0.25}
     assert (sc.trace.kind, sc.trace.period_s, sc.seed) == ("step", 10.0, 3)
+    assert sc.cpu_period_ms == 100.0  # the kernel's default period unless the scenario says otherwise
     with pytest.raises(AttributeError):
         sc.name = "x"  # type: ignore[misc]
 
@@ -82,8 +83,12 @@ def test_a_file_becomes_frozen_dataclasses_with_defaults(tmp_path: Path) -> None
         ("{128: 3, 256: 1}", "[[128, 1], [128]]", r"sizes\[1\]: must be a pair"),
         ("{128: 3, 256: 1}", "{}", "sizes: must list at least one size"),
         ("duration_s: 20", "duration_s: 0", "duration_s: must be > 0"),
-        ("backends:\n  - {id: a, workers: 2, cpu_quota_cores: 0.5}\n  - {id: b}\n", "backends: []\n",
-         "backends: must list 1..16 backends"),
+        ("seed: 3", "seed: 3\ncpu_period_ms: 0.5", "cpu_period_ms: must be >= 1"),
+        (
+            "backends:\n  - {id: a, workers: 2, cpu_quota_cores: 0.5}\n  - {id: b}\n",
+            "backends: []\n",
+            "backends: must list 1..16 backends",
+        ),
     ],
 )
 def test_every_error_names_its_key(tmp_path: Path, old: str, new: str, message: str) -> None:

@@ -31,7 +31,7 @@ except (cgroups.CgroupUnavailable, OSError) as exc:
     CGROUP_REASON = str(exc)
 
 
-def small_scenario(episodes: tuple[Episode, ...] = ()) -> Scenario:
+def small_scenario(episodes: tuple[Episode, ...] = (), cpu_period_ms: float = 100.0) -> Scenario:
     return Scenario(
         name="two",
         backends=(BackendSpec("fast", 1, None, 1.0, 0.0), BackendSpec("slow", 1, 0.15, 1.0, 0.0)),
@@ -41,6 +41,7 @@ def small_scenario(episodes: tuple[Episode, ...] = ()) -> Scenario:
         slo_p95_s=0.1,
         sizes=SizeMix(((128, 0.5), (256, 0.5))),
         seed=5,
+        cpu_period_ms=cpu_period_ms,
     )
 
 
@@ -69,7 +70,7 @@ async def burst_service_s(session: aiohttp.ClientSession, url: str, n: int) -> f
 
 @pytest.mark.skipif(bool(CGROUP_REASON), reason=f"no writable CPU cgroups here: {CGROUP_REASON}")
 async def test_two_backends_start_serve_and_stop_without_leftovers(tmp_path: Path) -> None:
-    tb = Testbed(small_scenario(), tmp_path, agents=HAVE_AGENT, agent_interval_s=0.2)
+    tb = Testbed(small_scenario(cpu_period_ms=20), tmp_path, agents=HAVE_AGENT, agent_interval_s=0.2)
     async with tb:
         assert [bid for bid, _ in tb.backends] == ["fast", "slow"]
         caps = tb.capabilities
@@ -79,8 +80,12 @@ async def test_two_backends_start_serve_and_stop_without_leftovers(tmp_path: Pat
         for bid, pid in tb.pids.items():
             assert str(pid) in (groups[bid] / "cgroup.procs").read_text().split()
         if (groups["slow"] / "cpu.cfs_quota_us").exists():
-            assert (groups["slow"] / "cpu.cfs_quota_us").read_text().strip() == "15000"
+            # 0.15 cores on the scenario's 20-ms period
+            assert (groups["slow"] / "cpu.cfs_period_us").read_text().strip() == "20000"
+            assert (groups["slow"] / "cpu.cfs_quota_us").read_text().strip() == "3000"
             assert (groups["fast"] / "cpu.cfs_quota_us").read_text().strip() == "-1"
+        elif (groups["slow"] / "cpu.max").exists():
+            assert (groups["slow"] / "cpu.max").read_text().split() == ["3000", "20000"]
         if HAVE_AGENT:  # an agent beside each backend, scraping it and reading its cgroup, has pushed
             assert tb.capabilities["agents"].startswith("presage agent")
             argv = tb.agent_children["slow"].argv
@@ -110,8 +115,13 @@ async def test_two_backends_start_serve_and_stop_without_leftovers(tmp_path: Pat
 
 async def test_without_cgroups_a_quota_is_fewer_workers_more_work_and_a_pinned_cpu(tmp_path: Path) -> None:
     scenario = Scenario(
-        name="nocg", backends=(BackendSpec("q", 3, 0.5, 1.0, 0.0),), episodes=(),
-        trace=TraceSpec("constant", 1, 1), duration_s=5, slo_p95_s=0.1, sizes=SizeMix(((64, 1.0),)),
+        name="nocg",
+        backends=(BackendSpec("q", 3, 0.5, 1.0, 0.0),),
+        episodes=(),
+        trace=TraceSpec("constant", 1, 1),
+        duration_s=5,
+        slo_p95_s=0.1,
+        sizes=SizeMix(((64, 1.0),)),
     )
     async with Testbed(scenario, tmp_path, agents=False, use_cgroups=False) as tb:
         assert tb.capabilities["cpu_limits"].startswith("workers+work_mult")
@@ -219,8 +229,9 @@ asyncio.run(main())
 
 
 async def test_a_killed_owner_takes_its_backends_along_and_its_groups_are_swept(tmp_path: Path) -> None:
-    code = OWNER.format(here=str(Path(__file__).parent), workdir=str(tmp_path / "owner"),
-                        cgroups=not CGROUP_REASON)
+    code = OWNER.format(
+        here=str(Path(__file__).parent), workdir=str(tmp_path / "owner"), cgroups=not CGROUP_REASON
+    )
     owner = await asyncio.create_subprocess_exec(sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE)
     assert owner.stdout is not None
     line = (await asyncio.wait_for(owner.stdout.readline(), 40)).decode().split()
