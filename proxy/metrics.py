@@ -198,6 +198,7 @@ class Metrics:
         self.request_duration_batched = self._batch(BatchedHistogram(self.request_duration))
         self.batched_decision_duration = self._batch(BatchedHistogram(self.decision_duration))
         self.batched_prediction_error = self._batch(BatchedHistogram(self.prediction_error))
+        self.batched_fallbacks: dict[str, BatchedCounter] = {}  # by reason, see ``fallback_counter``
         # requests answered without a backend (refused, no backend available): backend="none"
         self.unrouted = RequestCounters(UNROUTED, self.requests, self.batched)
         for result in ("success", "error"):
@@ -244,6 +245,15 @@ class Metrics:
     def _batch(self, metric: BatchedHistogram) -> BatchedHistogram:
         self.batched.append(metric)
         return metric
+
+    def fallback_counter(self, reason: str) -> BatchedCounter:
+        """``presage_fallbacks_total{reason}``, counted locally and added on ``flush``: under the
+        accuracy safeguard every request falls back, and ``.labels().inc()`` costs microseconds."""
+        counter = self.batched_fallbacks.get(reason)
+        if counter is None:
+            counter = self.batched_fallbacks[reason] = BatchedCounter(self.fallbacks.labels(reason))
+            self.batched.append(counter)
+        return counter
 
     def flush(self) -> None:
         """Move batched request-path observations into prometheus-client's values."""

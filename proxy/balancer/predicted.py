@@ -45,6 +45,7 @@ log = logging.getLogger("presage.predicted")
 FALLBACK_REASONS: tuple[str, ...] = ("no_model", "stale", "ood", "accuracy", "slow", "error")
 MAX_TABLES = 256  # cached prediction tables per snapshot (one per request kind)
 
+Table = list[list[float] | None] | assembler.OutOfRange
 
 
 class FeatureSource(Protocol):
@@ -115,7 +116,7 @@ class Decision:
     fallback: str | None = None  # reason when routed by the fallback policy
     duration_s: float = 0.0
     scored: Sequence[Endpoint] = ()  # the candidates the model scored, and their predictions
-    preds: np.ndarray | None = None
+    preds: Sequence[float] | None = None
 
     def prediction_for(self, ep: Endpoint | None) -> float:
         """The model's prediction for ``ep`` if it was scored (shadow mode asks for the live
@@ -126,6 +127,21 @@ class Decision:
             if cand is ep:
                 return float(self.preds[i])
         return float("nan")
+
+
+def sample_indices(n: int, d: int, random: Callable[[], float]) -> list[int]:
+    """``d`` distinct indices drawn uniformly from ``range(n)``, with ``d`` calls to ``random``.
+
+    Floyd's algorithm (Bentley & Floyd, "A sample of brilliance", CACM 30(9), 1987): for
+    ``j = n-d .. n-1`` draw ``t`` from ``[0, j]``, keep ``t`` unless already kept, else keep ``j``;
+    every d-subset is equally likely. ``random.Random.sample`` costs ~3 us for three of sixteen
+    (it checks the population's type and draws bits per index); this costs under 1 us.
+    """
+    out: list[int] = []
+    for j in range(n - d, n):
+        t = int(random() * (j + 1))
+        out.append(j if t in out else t)
+    return out
 
 
 class PredictedPolicy:
@@ -162,7 +178,9 @@ class PredictedPolicy:
         self.last: Decision = Decision(None)
         self._bound: assembler.BoundInputs | None = None
         self._bound_key: tuple[int, int] = (0, 0)
-        self._tables: dict[tuple[int, float, bool], list[float]] = {}
+        # per request kind: per snapshot row, its predictions at in-flight 0..levels-1 (None until
+        # first needed), or the request input that puts the kind out of range
+        self._tables: dict[tuple[int, float, bool], Table] = {}
         holder.on_swap(self._model_swapped)
 
     # -- the Policy surface ------------------------------------------------------------------
@@ -244,10 +262,10 @@ class PredictedPolicy:
 
     # -- internals -----------------------------------------------------------------------------
     def _candidates(self, endpoints: Sequence[Endpoint], rng: random.Random) -> Sequence[Endpoint]:
-        d = self.settings.choices or self.settings.max_scored
-        if len(endpoints) <= d:
+        n, d = len(endpoints), self.settings.choices or self.settings.max_scored
+        if n <= d:
             return endpoints
-        return [endpoints[i] for i in rng.sample(range(len(endpoints)), d)]
+        return [endpoints[i] for i in sample_indices(n, d, rng.random)]
 
     def _score(
         self, model: LoadedModel, candidates: Sequence[Endpoint], request: RequestInfo, now: float
@@ -262,11 +280,12 @@ class PredictedPolicy:
             if isinstance(rows, assembler.OutOfRange):
                 self._count_ood(rows.feature)
             return None, rows
-        if bound.cacheable:
-            table = self._table(model, bound, request, now, wall)
-            if isinstance(table, str):
-                return None, table
-            return [table[r] for r in rows], None
+        if bound.levels:
+            looked_up = self._lookup(model, bound, rows, candidates, request)
+            if isinstance(looked_up, str):
+                return None, looked_up
+            if looked_up is not None:
+                return looked_up, None
         x = model.scorer.input_buffer(len(rows))  # bound to the session: scoring it is one ORT call
         outside = assembler.fill(bound, rows, candidates, request, now, wall, x)
         if outside is not None:
@@ -281,37 +300,75 @@ class PredictedPolicy:
             feature = "other"
         self.ood_features[feature] = self.ood_features.get(feature, 0) + 1
 
-    def _table(
-        self, model: LoadedModel, bound: assembler.BoundInputs, request: RequestInfo, now: float, wall: float
-    ) -> list[float] | str:
-        """Every backend's prediction for this kind of request, scored once per snapshot.
+    def _lookup(
+        self,
+        model: LoadedModel,
+        bound: assembler.BoundInputs,
+        rows: list[int],
+        candidates: Sequence[Endpoint],
+        request: RequestInfo,
+    ) -> list[float] | str | None:
+        """The candidates' predictions from this snapshot's table (assembler: "Prediction tables"),
+        a fallback reason, or None when an in-flight count lies beyond the table (score directly).
 
-        Only for models that read no per-endpoint signal: their prediction for a backend cannot
-        change before the next snapshot, so later requests of the same kind are answered from the
-        table, and a decision is a dictionary lookup and a comparison.
+        A table row is scored the first time a decision meets it, ``levels`` in-flight counts in
+        one batched call; until the next snapshot, a decision is list lookups and range checks.
         """
         key = assembler.request_key(request)
         table = self._tables.get(key)
-        if table is not None:
-            return table
-        n = bound.base.shape[0]
-        out: list[float] = []
-        step = model.scorer.max_batch
-        for start in range(0, n, step):
-            rows = list(range(start, min(n, start + step)))
-            x = model.scorer.input_buffer(len(rows))
-            outside = assembler.fill(bound, rows, (), request, now, wall, x)
-            if outside is not None:
-                self._count_ood(outside)
+        if table is None:
+            if len(self._tables) >= MAX_TABLES:  # request kinds are few; a flood of new ones is not
+                self._tables.clear()
+            table = self._tables[key] = [None] * len(bound.sample_ts)
+        elif isinstance(table, assembler.OutOfRange):  # this kind of request is out of range
+            self._count_ood(table.feature)
+            return "ood"
+        missing = [row for row in rows if table[row] is None]
+        if missing:
+            reason = self._tabulate(model, bound, table, missing, request)
+            if reason is not None:
+                if isinstance(reason, assembler.OutOfRange):
+                    self._tables[key] = reason
+                    self._count_ood(reason.feature)
+                return reason
+        flight = bound.in_flight
+        if flight is None:
+            return [table[row][0] for row in rows]  # type: ignore[index]
+        lo, hi, levels = flight.lo, flight.hi, bound.levels
+        preds = []
+        for row, ep in zip(rows, candidates, strict=True):
+            n = ep.in_flight
+            if not lo <= n <= hi:
+                self._count_ood(flight.kind)
                 return "ood"
+            if n >= levels:
+                return None
+            preds.append(table[row][n])  # type: ignore[index]
+        return preds
+
+    def _tabulate(
+        self,
+        model: LoadedModel,
+        bound: assembler.BoundInputs,
+        table: list[list[float] | None],
+        rows: list[int],
+        request: RequestInfo,
+    ) -> str | None:
+        """Score ``rows`` of a table, as many per onnxruntime call as the Scorer's batch holds."""
+        levels = bound.levels
+        per_call = max(1, model.scorer.max_batch // levels)
+        for start in range(0, len(rows), per_call):
+            chunk = rows[start : start + per_call]
+            x = model.scorer.input_buffer(len(chunk) * levels)
+            outside = assembler.fill_levels(bound, chunk, request, x)
+            if outside is not None:
+                return assembler.OutOfRange(outside)
             preds, reason = self._run(model, x)
             if preds is None:
                 return reason or "error"
-            out.extend(preds)
-        if len(self._tables) >= MAX_TABLES:  # request kinds are few; a flood of new ones is not
-            self._tables.clear()
-        self._tables[key] = out
-        return out
+            for i, row in enumerate(chunk):
+                table[row] = preds[i * levels : (i + 1) * levels]
+        return None
 
     @staticmethod
     def _run(model: LoadedModel, x: np.ndarray) -> tuple[list[float] | None, str | None]:

@@ -15,9 +15,16 @@ Per request only a row gather, the few per-request columns and their range check
 plain Python on scalars: at two candidates that is cheaper than any numpy call (each costs about
 a microsecond, several when the proxy's own work has evicted numpy from the cache).
 
-When the model reads no per-endpoint signal (in-flight, EWMA, feature age), a prediction depends
-only on the backend's row and the request's features: ``cacheable`` tells the policy it may score
-every backend once per (snapshot, request kind) and answer later requests from that table.
+Prediction tables. When the only per-endpoint signal a model reads is this worker's in-flight
+count (a small integer), a prediction depends on the backend's row, the request's kind and that
+count alone, and can be tabulated exactly: ``levels`` (K) tells the policy it may score a row once
+per (snapshot, request kind) for in-flight 0..K-1 (``fill_levels``) and answer later requests from
+the table. K covers every count the range guard accepts, capped at ``MAX_LEVELS``; a count beyond
+the cap is scored directly. A model that reads no per-endpoint signal has K = 1. The continuous
+signals (``proxy_ewma_s``, ``proxy_feature_age_s``) change with every completion and every
+decision: a table over them would have to quantise them, i.e. predict for an input the model was
+not given, and could choose differently from the model (a tree ensemble splits peak-EWMA at
+thousands of thresholds), so models that read them are scored directly (K = 0).
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ from ..balancer.base import Endpoint, RequestInfo
 # features per request (names and order from predictor_runtime.samples, shared with the trainer)
 EP_KINDS = LOCAL_FEATURES
 REQ_KINDS = REQUEST_FEATURES
+IN_FLIGHT = "proxy_in_flight"
+MAX_LEVELS = 32  # in-flight counts tabulated per row; two rows per call at the Scorer's 64 rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +53,7 @@ class Dynamic:
     kind: str  # one of EP_KINDS + REQ_KINDS
     lo: float  # accepted range (the guard's bounds, float32 rounded outward)
     hi: float
+    slot: int = -1  # a request input's position in REQUEST_FEATURES
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +66,12 @@ class BoundInputs:
     static_ok: list[bool]  # per row: static inputs inside the training range
     static_worst: list[str | None]  # per row: the input furthest outside it (for diagnostics)
     dynamic: tuple[Dynamic, ...]
-    cacheable: bool  # no per-endpoint column: predictions depend on (row, request) only
+    per_request: tuple[Dynamic, ...]  # the request's own features (same value in every row)
+    per_endpoint: tuple[Dynamic, ...]  # proxy-local signals (one value per candidate)
+    # in-flight counts tabulated per row (see the module docstring): 0 when the model reads a
+    # continuous per-endpoint signal, 1 when it reads none, else up to MAX_LEVELS
+    levels: int
+    in_flight: Dynamic | None  # the in-flight column, when the model reads it
     missing: tuple[str, ...]  # model inputs no source provides (counted, filled with 0)
 
 
@@ -84,7 +99,13 @@ def bind(
     known = set(snap_index) | set(LOCAL_FEATURES) | set(REQUEST_FEATURES)
     missing = tuple(name for name in names if name not in known and not name.startswith("backend="))
     dynamic = tuple(
-        Dynamic(j, name, float(guard.lo[j]), float(guard.hi[j]))
+        Dynamic(
+            j,
+            name,
+            float(guard.lo[j]),
+            float(guard.hi[j]),
+            REQ_KINDS.index(name) if name in REQ_KINDS else -1,
+        )
         for j, name in enumerate(names)
         if name in EP_KINDS or name in REQ_KINDS
     )
@@ -106,9 +127,22 @@ def bind(
         static_ok=[bool(v) for v in ok],
         static_worst=worst,
         dynamic=dynamic,
-        cacheable=not any(d.kind in EP_KINDS for d in dynamic),
+        per_request=tuple(d for d in dynamic if d.kind in REQ_KINDS),
+        per_endpoint=tuple(d for d in dynamic if d.kind in EP_KINDS),
+        levels=_levels(dynamic),
+        in_flight=next((d for d in dynamic if d.kind == IN_FLIGHT), None),
         missing=missing,
     )
+
+
+def _levels(dynamic: Sequence[Dynamic]) -> int:
+    per_endpoint = [d for d in dynamic if d.kind in EP_KINDS]
+    if not per_endpoint:
+        return 1
+    if len(per_endpoint) > 1 or per_endpoint[0].kind != IN_FLIGHT:
+        return 0
+    hi = per_endpoint[0].hi  # counts above it are out of range, never looked up
+    return max(1, min(MAX_LEVELS, int(min(hi, MAX_LEVELS)) + 1))
 
 
 class OutOfRange(str):
@@ -140,9 +174,29 @@ def rows_for(
     return rows
 
 
-def request_values(request: RequestInfo) -> dict[str, float]:
+SMALL_GATHER = 8  # up to this many rows a Python row loop copies faster than np.take (2 vs 3 us at 3)
+
+
+def _gather(base: np.ndarray, rows: Sequence[int], out: np.ndarray) -> None:
+    if len(rows) <= SMALL_GATHER:
+        for i, row in enumerate(rows):
+            out[i] = base[row]
+    else:
+        np.take(base, rows, axis=0, out=out[: len(rows)])
+
+
+def _request_columns(bound: BoundInputs, request: RequestInfo, out: np.ndarray) -> str | None:
+    """Write the request's own features into every row of ``out``; the name of one outside the
+    training range, else None."""
+    if not bound.per_request:
+        return None
     values = request_features(request.method, request.body_bytes, request.req_class)
-    return dict(zip(REQUEST_FEATURES, values, strict=True))
+    for d in bound.per_request:
+        value = values[d.slot]
+        if not d.lo <= value <= d.hi:
+            return d.kind
+        out[:, d.col] = value
+    return None
 
 
 def fill(
@@ -161,31 +215,43 @@ def fill(
     clock the agents stamp their vectors with.
     """
     n = len(rows)
-    out[:n] = bound.base[rows]
+    _gather(bound.base, rows, out)
     if not bound.dynamic:
         return None
-    req = request_values(request)
-    for d in bound.dynamic:
-        col, kind = d.col, d.kind
-        if kind in req:
-            value = req[kind]
-            if not d.lo <= value <= d.hi:
-                return kind
-            out[:n, col] = value
-            continue
+    outside = _request_columns(bound, request, out[:n])
+    if outside is not None:
+        return outside
+    for d in bound.per_endpoint:
+        col, kind, lo, hi = d.col, d.kind, d.lo, d.hi
         for i, ep in enumerate(endpoints):
-            if kind == "proxy_in_flight":
+            if kind == IN_FLIGHT:
                 value = float(ep.in_flight)
             elif kind == "proxy_ewma_s":
                 value = ep.ewma_cost(now)
             else:
                 value = wall - bound.sample_ts[rows[i]]
-            if not d.lo <= value <= d.hi:  # NaN fails too
+            if not lo <= value <= hi:  # NaN fails too
                 return kind
             out[i, col] = value
     return None
 
 
+def fill_levels(bound: BoundInputs, rows: Sequence[int], request: RequestInfo, out: np.ndarray) -> str | None:
+    """The table rows of ``rows``: ``bound.levels`` consecutive input rows per backend row, the
+    in-flight column set to 0..levels-1, into ``out[:len(rows) * levels]``. Returns the name of a
+    request input outside the training range, else None (as ``fill``)."""
+    k = bound.levels
+    m = len(rows) * k
+    for i, row in enumerate(rows):
+        out[i * k : (i + 1) * k] = bound.base[row]  # broadcast: one backend row, k times
+    outside = _request_columns(bound, request, out[:m])
+    if outside is not None:
+        return outside
+    if bound.in_flight is not None:
+        out[:m, bound.in_flight.col] = np.tile(np.arange(k, dtype=np.float32), len(rows))
+    return None
+
+
 def request_key(request: RequestInfo) -> tuple[int, float, bool]:
-    """What a cacheable model's prediction depends on besides the backend."""
+    """What a tabulated prediction depends on besides the backend row and the in-flight count."""
     return (request.body_bytes, request.req_class, request.method == "GET")

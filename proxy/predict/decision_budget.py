@@ -36,9 +36,9 @@ class DecisionBudget:
         self._open_until = 0.0
         self.median_rtt_s = initial_rtt_s
         self._step = initial_rtt_s / 10.0
+        self.budget_s = self._budget()  # decision time allowed (seconds), kept up to date by observe_rtt
 
-    @property
-    def budget_s(self) -> float:
+    def _budget(self) -> float:
         return max(self.budget_frac * self.median_rtt_s, self.min_budget_s)
 
     def observe_rtt(self, rtt_s: float) -> None:
@@ -51,6 +51,7 @@ class DecisionBudget:
             self.median_rtt_s = max(self.median_rtt_s - self._step, 1e-6)
         # The step follows the estimate's scale so that it converges at any RTT magnitude.
         self._step = max(self.median_rtt_s / 50.0, 1e-7)
+        self.budget_s = self._budget()  # kept, not computed per decision
 
     def record(self, decision_s: float, now: float) -> bool:
         """Record one decision's duration; True when it exceeded the budget."""

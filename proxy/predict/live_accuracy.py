@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 
 class LiveAccuracy:
     def __init__(self, window: int = 500, *, min_observations: int = 50, max_ape: float = 10.0) -> None:
@@ -22,7 +20,9 @@ class LiveAccuracy:
             raise ValueError("window must be >= 1")
         if not 1 <= min_observations <= window:
             raise ValueError("min_observations must be between 1 and window")
-        self._errors = np.zeros(window, dtype=np.float64)
+        # a list, not a numpy array: one float per request, and numpy scalars are slow to set
+        # and turn the running sum into a numpy float
+        self._errors = [0.0] * window
         self._n = 0
         self._next = 0
         self._sum = 0.0
@@ -35,7 +35,7 @@ class LiveAccuracy:
         if not (observed_s > 0.0 and math.isfinite(predicted_s) and math.isfinite(observed_s)):
             return None
         ape = min(abs(predicted_s - observed_s) / observed_s, self.max_ape)
-        window = self._errors.shape[0]
+        window = len(self._errors)
         if self._n == window:
             self._sum -= self._errors[self._next]
         else:

@@ -29,7 +29,7 @@ from typing import Any
 from ..balancer.base import Policy
 from ..balancer.explore import ExplorePolicy
 from ..balancer.peak_ewma import PeakEwmaPolicy
-from ..balancer.predicted import Decision, PredictedPolicy, PredictedSettings
+from ..balancer.predicted import FALLBACK_REASONS, Decision, PredictedPolicy, PredictedSettings
 from ..balancer.registry import make_policy
 from ..balancer.shadow import ShadowPolicy
 from ..config import ProxyConfig
@@ -84,9 +84,7 @@ class PredictionRuntime:
             if config.redis is None:
                 raise ValueError("redis: the feature store needs a Redis URL (the CLI starts one)")
             self.redis = async_client(config.redis)
-            self.features = FeatureStore(
-                config.redis, [b.id for b in config.backends], metrics=self.metrics
-            )
+            self.features = FeatureStore(config.redis, [b.id for b in config.backends], metrics=self.metrics)
             await self.features.start()
             await self._first_features(FIRST_FEATURES_WAIT_S)
             if self._wants_model(config):
@@ -175,7 +173,7 @@ class PredictionRuntime:
         key = (settings, shadow)
         policy = self._predicted.get(key)
         if policy is None:
-            fallbacks = self.metrics.fallbacks
+            fallbacks = {reason: self.metrics.fallback_counter(reason) for reason in FALLBACK_REASONS}
             decisions = self.metrics.batched_decision_duration
 
             def on_decision(d: Decision) -> None:
@@ -186,7 +184,7 @@ class PredictionRuntime:
                 features=self,  # reads self.snapshot: the store may start after the policy
                 fallback=PeakEwmaPolicy(),
                 settings=settings,
-                on_fallback=None if shadow else (lambda reason: fallbacks.labels(reason).inc()),
+                on_fallback=None if shadow else (lambda reason: fallbacks[reason].inc()),
                 on_decision=None if shadow else on_decision,
                 wall_clock=self.wall_clock,
             )
@@ -238,4 +236,3 @@ class PredictionRuntime:
                 await self.redis.set(LIVE_ACCURACY_KEY, f"{acc:.6f}", ex=int(PUBLISH_INTERVAL_S * 6))
             except Exception as exc:  # Redis down: the gauge still has it; retry next tick
                 log.debug("live accuracy not published: %s", exc)
-

@@ -25,5 +25,3 @@ def holder(queue_model: LoadedModel) -> ModelHolder:
     h = ModelHolder()
     h.swap(queue_model)
     return h
-
-

@@ -26,9 +26,10 @@ def true_rtt(queue: np.ndarray | float) -> np.ndarray | float:
     return 0.002 * 1.15 ** np.asarray(queue)
 
 
-def write_queue_model(out: Path, seed: int = 0, *, in_flight: bool = False) -> Path:
+def write_queue_model(out: Path, seed: int = 0, *, in_flight: bool = False, family: str = "ridge") -> Path:
     """The queue model; with ``in_flight`` it also reads this proxy's in-flight count per backend
-    (``rtt x 1.15 ** (queue + in_flight)``), a per-endpoint input that rules out prediction tables."""
+    (``rtt x 1.15 ** (queue + in_flight)``), the per-endpoint input that prediction tables index
+    by. ``family`` is any of the training zoo's (``predictor_runtime.train.zoo.FAMILIES``)."""
     rng = np.random.default_rng(seed)
     queue = rng.integers(0, 21, 2000).astype(np.float64)
     cls = rng.choice([0.0, 1.0, 2.0], 2000)
@@ -40,8 +41,8 @@ def write_queue_model(out: Path, seed: int = 0, *, in_flight: bool = False) -> P
         names, columns, total = (*MODEL_NAMES, "proxy_in_flight"), [queue, cls, flight], queue + flight
     x = np.column_stack(columns).astype(np.float32)
     y = np.log(true_rtt(total) * rng.lognormal(0.0, 0.05, 2000))
-    model = zoo.fit("ridge", x, y, names, zoo.ZooConfig(), seed)
-    onnx = to_onnx(model, "ridge", len(names))
+    model = zoo.fit(family, x, y, names, zoo.ZooConfig(), seed)
+    onnx = to_onnx(model, family, len(names))
     ranges = {
         n: FeatureRange(lo, hi, lo, hi)
         for n, lo, hi in zip(names, x.min(axis=0).tolist(), x.max(axis=0).tolist(), strict=True)
@@ -49,7 +50,7 @@ def write_queue_model(out: Path, seed: int = 0, *, in_flight: bool = False) -> P
     meta = build_meta(
         onnx=onnx, feature_names=names, transform="log", ranges=ranges,
         metrics={"accuracy": 0.95, "mae_s": 0.001, "p95_ape": 0.1, "r2": 0.9},
-        inference={"p50_s": 1e-5, "p99_s": 2e-5}, batch_size=4, family="ridge",
+        inference={"p50_s": 1e-5, "p99_s": 2e-5}, batch_size=4, family=family,
         training={"samples_used": 2000},
     )  # fmt: skip
     write_bundle(out, onnx, meta)

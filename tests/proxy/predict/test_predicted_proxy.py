@@ -129,7 +129,11 @@ async def test_without_fresh_features_it_falls_back_and_counts_why(
     redis_server: RedisEndpoint, proxy: Any, three: list[str], queue_model_dir: Path, client: Any
 ) -> None:
     p = await proxy(
-        three, policy="predicted", model=str(queue_model_dir), redis=redis_server.url, explain_header=True,
+        three,
+        policy="predicted",
+        model=str(queue_model_dir),
+        redis=redis_server.url,
+        explain_header=True,
         predicted=RELAXED,
     )
     responses = await get_many(client, p.url, 12)
@@ -188,7 +192,11 @@ async def test_shadow_mode_routes_by_the_live_policy_and_scores_the_model(
 ) -> None:
     push({"b1": 10.0, "b2": 0.0, "b3": 15.0})
     p = await proxy(
-        three, policy="round_robin", shadow="predicted", model=str(queue_model_dir), redis=redis_server.url,
+        three,
+        policy="round_robin",
+        shadow="predicted",
+        model=str(queue_model_dir),
+        redis=redis_server.url,
         predicted=RELAXED,
     )
     responses = await get_many(client, p.url, 30)

@@ -1,0 +1,132 @@
+"""Prediction tables answer exactly as scoring the model directly would.
+
+Models exported by the training zoo (ridge, LightGBM, MLP) that read this proxy's in-flight count
+are scored two ways on the same snapshots and endpoint states: through the policy (table lookups)
+and directly (the assembler's rows through the Scorer's general path). Choices must be the same
+and predictions equal up to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from predict_fixtures import snapshot, write_queue_model
+
+from predictor_runtime.bundle import FeatureRange
+from predictor_runtime.ood import RangeGuard
+from proxy.balancer.base import RequestInfo
+from proxy.balancer.endpoint import Endpoint
+from proxy.balancer.peak_ewma import PeakEwmaPolicy
+from proxy.balancer.predicted import PredictedPolicy, PredictedSettings
+from proxy.predict import assembler
+from proxy.predict.model_holder import ModelHolder, load_model
+
+NOW = 1000.0
+
+
+@dataclass
+class Store:
+    snapshot: Any
+
+
+def holder_for(bundle: Path, ood_tolerance: float = 0.25) -> ModelHolder:
+    h = ModelHolder()
+    h.swap(load_model(bundle, max_batch=64, ood_tolerance=ood_tolerance))
+    return h
+
+
+def policy(holder: ModelHolder, store: Store, **settings: Any) -> PredictedPolicy:
+    s = PredictedSettings(**{"choices": 0, "min_budget_s": 1.0, **settings})
+    return PredictedPolicy(holder=holder, features=store, fallback=PeakEwmaPolicy(), settings=s)
+
+
+def direct(p: PredictedPolicy, eps: list[Endpoint], request: RequestInfo) -> list[float]:
+    """What scoring the model on these candidates gives, without any table."""
+    model, bound = p.holder.current, p._bound
+    assert model is not None and bound is not None
+    rows = [bound.row_of[ep.id] for ep in eps]
+    x = np.zeros((len(rows), len(model.feature_names)), dtype=np.float32)  # not a bound buffer
+    assert assembler.fill(bound, rows, eps, request, NOW, p.wall_clock(), x) is None
+    return [float(v) for v in model.scorer.score(x)]
+
+
+@pytest.fixture(scope="module", params=["ridge", "lgbm", "mlp"])
+def bundle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    family = str(request.param)
+    return write_queue_model(tmp_path_factory.mktemp(family), in_flight=True, family=family)
+
+
+def test_tables_choose_as_direct_scoring(bundle: Path) -> None:
+    rng = np.random.default_rng(3)
+    eps = [Endpoint(f"b{i}", f"http://127.0.0.1:{9000 + i}") for i in range(8)]
+    store = Store(snapshot(rng.integers(0, 21, 8).tolist()))
+    p = policy(holder_for(bundle), store)
+    for trial in range(300):
+        if trial % 100 == 99:  # a new snapshot: new tables
+            store.snapshot = snapshot(rng.integers(0, 21, 8).tolist())
+        for ep in eps:
+            ep.in_flight = int(rng.integers(0, 11))
+        request = RequestInfo("GET", 0, float(rng.integers(0, 3)), True)
+        d = p.decide(eps, request, random.Random(trial), NOW)
+        assert d.fallback is None
+        assert p._bound is not None and p._bound.levels > 1  # answered from a table
+        want = direct(p, eps, request)
+        assert d.preds == pytest.approx(want, rel=1e-5)
+        assert d.endpoint is eps[int(np.argmin(want))]
+
+
+def test_a_random_few_are_looked_up_as_they_are_scored(bundle: Path) -> None:
+    rng = np.random.default_rng(4)
+    eps = [Endpoint(f"b{i}", f"http://127.0.0.1:{9000 + i}") for i in range(40)]
+    p = policy(holder_for(bundle), Store(snapshot(rng.integers(0, 21, 40).tolist())), choices=3)
+    request = RequestInfo("GET", 0, 1.0, True)
+    for trial in range(100):
+        for ep in eps:
+            ep.in_flight = int(rng.integers(0, 11))
+        d = p.decide(eps, request, random.Random(trial), NOW)
+        scored = list(d.scored)
+        assert len(scored) == 3 and len({ep.id for ep in scored}) == 3
+        want = direct(p, scored, request)
+        assert d.preds == pytest.approx(want, rel=1e-5)
+        assert d.endpoint is scored[int(np.argmin(want))]
+
+
+def test_counts_beyond_the_table_are_scored_directly(tmp_path: Path) -> None:
+    # a wide range guard accepts in-flight counts far beyond MAX_LEVELS: those are scored directly
+    h = holder_for(write_queue_model(tmp_path / "m", in_flight=True), ood_tolerance=100.0)
+    eps = [Endpoint(f"b{i}", f"http://127.0.0.1:{9000 + i}") for i in range(3)]
+    p = policy(h, Store(snapshot([1, 2, 3])))
+    for ep, n in zip(eps, (assembler.MAX_LEVELS + 5, 3, 0), strict=True):
+        ep.in_flight = n
+    request = RequestInfo("GET", 0, 1.0, True)
+    d = p.decide(eps, request, random.Random(1), NOW)
+    assert p._bound is not None and p._bound.levels == assembler.MAX_LEVELS
+    assert d.fallback is None and d.preds == pytest.approx(direct(p, eps, request), rel=1e-5)
+
+
+def test_a_request_kind_out_of_range_is_counted_every_time(tmp_path: Path) -> None:
+    p = policy(holder_for(write_queue_model(tmp_path / "m", in_flight=True)), Store(snapshot([1, 2])))
+    eps = [Endpoint("b0", "http://127.0.0.1:9000"), Endpoint("b1", "http://127.0.0.1:9001")]
+    odd = RequestInfo("GET", 0, 9.0, True)  # classes 0..2 in training
+    assert [p.decide(eps, odd, random.Random(1), NOW).fallback for _ in range(3)] == ["ood"] * 3
+    assert p.ood_features == {"req_class": 3}
+    assert p.decide(eps, RequestInfo("GET", 0, 1.0, True), random.Random(1), NOW).fallback is None
+
+
+def test_continuous_local_inputs_are_never_tabulated() -> None:
+    def levels(names: tuple[str, ...]) -> int:
+        ranges = {n: FeatureRange(0.0, 10.0, 0.0, 10.0) for n in names}
+        snap = snapshot([1.0])
+        bound = assembler.bind(names, RangeGuard(ranges, 0.25), snap.names, snap.backend_ids, snap.matrix,
+                               snap.sample_ts)  # fmt: skip
+        return bound.levels
+
+    assert levels(("app_queue_length", "req_class")) == 1
+    assert levels(("app_queue_length", "proxy_in_flight")) == 13  # 0..12: the guard accepts <= 12.5
+    assert levels(("app_queue_length", "proxy_in_flight", "proxy_ewma_s")) == 0
+    assert levels(("app_queue_length", "proxy_feature_age_s")) == 0
