@@ -25,6 +25,7 @@ accuracy keeps being measured and it can come back by itself.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -144,6 +145,20 @@ def sample_indices(n: int, d: int, random: Callable[[], float]) -> list[int]:
     return out
 
 
+def two_lowest(costs: Sequence[float]) -> tuple[int, int]:
+    """Indices of the lowest and second-lowest of ``costs`` (at least two), the earlier on a tie,
+    as a stable sort would give them: one pass, no sort for a handful of candidates."""
+    best, second = (1, 0) if costs[1] < costs[0] else (0, 1)
+    low, next_low = costs[best], costs[second]
+    for i in range(2, len(costs)):
+        c = costs[i]
+        if c < low:
+            best, second, low, next_low = i, best, c, low
+        elif c < next_low:
+            second, next_low = i, c
+    return best, second
+
+
 class PredictedPolicy:
     name = "predicted"
 
@@ -175,6 +190,7 @@ class PredictedPolicy:
         )
         self.fallbacks: dict[str, int] = dict.fromkeys(FALLBACK_REASONS, 0)
         self.ood_features: dict[str, int] = {}
+        self.table_hits = 0  # model decisions answered from a prediction table, without scoring
         self.last: Decision = Decision(None)
         self._bound: assembler.BoundInputs | None = None
         self._bound_key: tuple[int, int] = (0, 0)
@@ -211,10 +227,7 @@ class PredictedPolicy:
         costs = preds
         if penalty:
             costs = [p * (1.0 + penalty * ep.in_flight) for p, ep in zip(preds, candidates, strict=True)]
-        if len(costs) == 2:  # the default: no sort for a pair
-            best, second = (1, 0) if costs[1] < costs[0] else (0, 1)
-        else:
-            best, second = sorted(range(len(costs)), key=costs.__getitem__)[:2]
+        best, second = two_lowest(costs)
         accuracy = self.accuracy.accuracy()
         # 1 - MAPE goes below zero for a model off by more than 100%: a floor of 0 turns it off
         if accuracy is not None and self.settings.min_accuracy > 0 and accuracy < self.settings.min_accuracy:
@@ -256,6 +269,7 @@ class PredictedPolicy:
             "median_rtt_s": self.budget.median_rtt_s,
             "budget_open": self.budget.is_open(now),
             "fallbacks": dict(self.fallbacks),
+            "table_hits": self.table_hits,
             "ood_features": dict(sorted(self.ood_features.items(), key=lambda kv: -kv[1])[:10]),
             "model": self.holder.describe(),
         }
@@ -280,18 +294,31 @@ class PredictedPolicy:
             if isinstance(rows, assembler.OutOfRange):
                 self._count_ood(rows.feature)
             return None, rows
+        table = None
         if bound.levels:
-            looked_up = self._lookup(model, bound, rows, candidates, request)
-            if isinstance(looked_up, str):
+            found = self._table_for(bound, request)
+            if isinstance(found, assembler.OutOfRange):  # this kind of request is out of range
+                self._count_ood(found.feature)
+                return None, "ood"
+            table = found
+            looked_up = self._lookup(bound, table, rows, candidates)
+            if isinstance(looked_up, assembler.OutOfRange):
+                self._count_ood(looked_up.feature)
                 return None, looked_up
             if looked_up is not None:
+                self.table_hits += 1
                 return looked_up, None
         x = model.scorer.input_buffer(len(rows))  # bound to the session: scoring it is one ORT call
         outside = assembler.fill(bound, rows, candidates, request, now, wall, x)
         if outside is not None:
             self._count_ood(outside)
+            if table is not None and outside in assembler.REQ_KINDS:
+                self._tables[assembler.request_key(request)] = assembler.OutOfRange(outside)
             return None, "ood"
-        return self._run(model, x)
+        preds, reason = self._run(model, x)
+        if table is not None and preds is not None:
+            self._store(bound, table, rows, candidates, preds)
+        return preds, reason
 
     def _count_ood(self, feature: str) -> None:
         """Which inputs push decisions out of the training range: the operator's first question
@@ -300,75 +327,62 @@ class PredictedPolicy:
             feature = "other"
         self.ood_features[feature] = self.ood_features.get(feature, 0) + 1
 
-    def _lookup(
-        self,
-        model: LoadedModel,
-        bound: assembler.BoundInputs,
-        rows: list[int],
-        candidates: Sequence[Endpoint],
-        request: RequestInfo,
-    ) -> list[float] | str | None:
-        """The candidates' predictions from this snapshot's table (assembler: "Prediction tables"),
-        a fallback reason, or None when an in-flight count lies beyond the table (score directly).
-
-        A table row is scored the first time a decision meets it, ``levels`` in-flight counts in
-        one batched call; until the next snapshot, a decision is list lookups and range checks.
-        """
+    def _table_for(self, bound: assembler.BoundInputs, request: RequestInfo) -> Table:
         key = assembler.request_key(request)
         table = self._tables.get(key)
         if table is None:
             if len(self._tables) >= MAX_TABLES:  # request kinds are few; a flood of new ones is not
                 self._tables.clear()
             table = self._tables[key] = [None] * len(bound.sample_ts)
-        elif isinstance(table, assembler.OutOfRange):  # this kind of request is out of range
-            self._count_ood(table.feature)
-            return "ood"
-        missing = [row for row in rows if table[row] is None]
-        if missing:
-            reason = self._tabulate(model, bound, table, missing, request)
-            if reason is not None:
-                if isinstance(reason, assembler.OutOfRange):
-                    self._tables[key] = reason
-                    self._count_ood(reason.feature)
-                return reason
-        flight = bound.in_flight
-        if flight is None:
-            return [table[row][0] for row in rows]  # type: ignore[index]
-        lo, hi, levels = flight.lo, flight.hi, bound.levels
-        preds = []
-        for row, ep in zip(rows, candidates, strict=True):
-            n = ep.in_flight
-            if not lo <= n <= hi:
-                self._count_ood(flight.kind)
-                return "ood"
-            if n >= levels:
-                return None
-            preds.append(table[row][n])  # type: ignore[index]
-        return preds
+        return table
 
-    def _tabulate(
-        self,
-        model: LoadedModel,
+    @staticmethod
+    def _lookup(
         bound: assembler.BoundInputs,
         table: list[list[float] | None],
         rows: list[int],
-        request: RequestInfo,
-    ) -> str | None:
-        """Score ``rows`` of a table, as many per onnxruntime call as the Scorer's batch holds."""
-        levels = bound.levels
-        per_call = max(1, model.scorer.max_batch // levels)
-        for start in range(0, len(rows), per_call):
-            chunk = rows[start : start + per_call]
-            x = model.scorer.input_buffer(len(chunk) * levels)
-            outside = assembler.fill_levels(bound, chunk, request, x)
-            if outside is not None:
-                return assembler.OutOfRange(outside)
-            preds, reason = self._run(model, x)
-            if preds is None:
-                return reason or "error"
-            for i, row in enumerate(chunk):
-                table[row] = preds[i * levels : (i + 1) * levels]
-        return None
+        candidates: Sequence[Endpoint],
+    ) -> list[float] | assembler.OutOfRange | None:
+        """The candidates' predictions from this snapshot's table (assembler: "Prediction tables"),
+        ``ood`` for an in-flight count out of range, or None when a cell is not filled yet or a
+        count lies beyond the table: then the candidates are scored directly and their cells
+        filled (``_store``). A miss costs what scoring without a table costs, never more; until
+        the next snapshot the counts seen repeat, and a decision is list lookups."""
+        flight = bound.in_flight
+        lo, hi, levels = (flight.lo, flight.hi, bound.levels) if flight is not None else (0.0, 0.0, 1)
+        preds = []
+        for row, ep in zip(rows, candidates, strict=True):
+            cells = table[row]
+            if cells is None:
+                return None
+            n = ep.in_flight if flight is not None else 0
+            if not lo <= n <= hi:
+                return assembler.OutOfRange(assembler.IN_FLIGHT)
+            if n >= levels:
+                return None
+            pred = cells[n]
+            if pred != pred:  # NaN: not scored yet
+                return None
+            preds.append(pred)
+        return preds
+
+    @staticmethod
+    def _store(
+        bound: assembler.BoundInputs,
+        table: list[list[float] | None],
+        rows: list[int],
+        candidates: Sequence[Endpoint],
+        preds: list[float],
+    ) -> None:
+        """Keep directly scored predictions in their cells: row, in-flight count (request kind)."""
+        levels, flight = bound.levels, bound.in_flight
+        for row, ep, pred in zip(rows, candidates, preds, strict=True):
+            n = ep.in_flight if flight is not None else 0
+            if n < levels:
+                cells = table[row]
+                if cells is None:
+                    cells = table[row] = [math.nan] * levels
+                cells[n] = pred
 
     @staticmethod
     def _run(model: LoadedModel, x: np.ndarray) -> tuple[list[float] | None, str | None]:

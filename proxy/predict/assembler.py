@@ -17,13 +17,13 @@ a microsecond, several when the proxy's own work has evicted numpy from the cach
 
 Prediction tables. When the only per-endpoint signal a model reads is this worker's in-flight
 count (a small integer), a prediction depends on the backend's row, the request's kind and that
-count alone, and can be tabulated exactly: ``levels`` (K) tells the policy it may score a row once
-per (snapshot, request kind) for in-flight 0..K-1 (``fill_levels``) and answer later requests from
-the table. K covers every count the range guard accepts, capped at ``MAX_LEVELS``; a count beyond
-the cap is scored directly. A model that reads no per-endpoint signal has K = 1. The continuous
-signals (``proxy_ewma_s``, ``proxy_feature_age_s``) change with every completion and every
-decision: a table over them would have to quantise them, i.e. predict for an input the model was
-not given, and could choose differently from the model (a tree ensemble splits peak-EWMA at
+count alone, and can be kept exactly: ``levels`` (K) tells the policy it may keep, per snapshot and
+request kind, each row's predictions at in-flight 0..K-1, filled as decisions score them, and answer
+later decisions from them. K covers every count the range guard accepts, capped at ``MAX_LEVELS``;
+a count beyond the cap is scored directly. A model that reads no per-endpoint signal has K = 1.
+The continuous signals (``proxy_ewma_s``, ``proxy_feature_age_s``) change with every completion and
+every decision: a table over them would have to quantise them, i.e. predict for an input the model
+was not given, and could choose differently from the model (a tree ensemble splits peak-EWMA at
 thousands of thresholds), so models that read them are scored directly (K = 0).
 """
 
@@ -44,7 +44,7 @@ from ..balancer.base import Endpoint, RequestInfo
 EP_KINDS = LOCAL_FEATURES
 REQ_KINDS = REQUEST_FEATURES
 IN_FLIGHT = "proxy_in_flight"
-MAX_LEVELS = 32  # in-flight counts tabulated per row; two rows per call at the Scorer's 64 rows
+MAX_LEVELS = 64  # in-flight counts kept per table row
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,22 +233,6 @@ def fill(
             if not lo <= value <= hi:  # NaN fails too
                 return kind
             out[i, col] = value
-    return None
-
-
-def fill_levels(bound: BoundInputs, rows: Sequence[int], request: RequestInfo, out: np.ndarray) -> str | None:
-    """The table rows of ``rows``: ``bound.levels`` consecutive input rows per backend row, the
-    in-flight column set to 0..levels-1, into ``out[:len(rows) * levels]``. Returns the name of a
-    request input outside the training range, else None (as ``fill``)."""
-    k = bound.levels
-    m = len(rows) * k
-    for i, row in enumerate(rows):
-        out[i * k : (i + 1) * k] = bound.base[row]  # broadcast: one backend row, k times
-    outside = _request_columns(bound, request, out[:m])
-    if outside is not None:
-        return outside
-    if bound.in_flight is not None:
-        out[:m, bound.in_flight.col] = np.tile(np.arange(k, dtype=np.float32), len(rows))
     return None
 
 

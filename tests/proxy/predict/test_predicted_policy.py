@@ -10,12 +10,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from predict_fixtures import snapshot, true_rtt, write_queue_model
 
 from proxy.balancer.base import RequestInfo
 from proxy.balancer.endpoint import Endpoint
 from proxy.balancer.peak_ewma import PeakEwmaPolicy
-from proxy.balancer.predicted import PredictedPolicy, PredictedSettings
+from proxy.balancer.predicted import PredictedPolicy, PredictedSettings, sample_indices, two_lowest
 from proxy.predict.model_holder import ModelHolder, load_model
 
 REQ = RequestInfo("GET", 0, 1.0, True)
@@ -194,3 +196,23 @@ def test_a_model_reading_in_flight_answers_from_its_table(tmp_path: Any) -> None
     eps[0].in_flight = 50  # far beyond the in-flight counts seen in training
     assert p.decide(eps, REQ, random.Random(1), NOW).fallback == "ood"
     assert p.ood_features == {"proxy_in_flight": 1}
+
+
+@given(st.lists(st.integers(0, 4).map(float), min_size=2, max_size=9))
+def test_the_two_lowest_costs_are_those_a_stable_sort_gives(costs: list[float]) -> None:
+    assert two_lowest(costs) == tuple(sorted(range(len(costs)), key=costs.__getitem__)[:2])
+
+
+@given(st.integers(2, 200), st.integers(2, 8), st.integers(0, 2**32))
+def test_floyd_sampling_draws_distinct_indices_in_range(n: int, d: int, seed: int) -> None:
+    picked = sample_indices(n, min(d, n), random.Random(seed).random)
+    assert len(set(picked)) == len(picked) == min(d, n) and all(0 <= i < n for i in picked)
+
+
+def test_floyd_sampling_makes_every_subset_equally_likely() -> None:
+    rng = random.Random(5)
+    counts: dict[frozenset[int], int] = {}
+    for _ in range(20_000):
+        subset = frozenset(sample_indices(5, 2, rng.random))
+        counts[subset] = counts.get(subset, 0) + 1
+    assert len(counts) == 10 and all(1800 < c < 2200 for c in counts.values())  # 2,000 each

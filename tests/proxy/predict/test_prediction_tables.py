@@ -74,10 +74,11 @@ def test_tables_choose_as_direct_scoring(bundle: Path) -> None:
         request = RequestInfo("GET", 0, float(rng.integers(0, 3)), True)
         d = p.decide(eps, request, random.Random(trial), NOW)
         assert d.fallback is None
-        assert p._bound is not None and p._bound.levels > 1  # answered from a table
+        assert p._bound is not None and p._bound.levels > 1  # kept in a table
         want = direct(p, eps, request)
         assert d.preds == pytest.approx(want, rel=1e-5)
         assert d.endpoint is eps[int(np.argmin(want))]
+    assert p.table_hits > 50  # lookups, once every candidate's count had been scored on this snapshot
 
 
 def test_a_random_few_are_looked_up_as_they_are_scored(bundle: Path) -> None:
@@ -94,6 +95,7 @@ def test_a_random_few_are_looked_up_as_they_are_scored(bundle: Path) -> None:
         want = direct(p, scored, request)
         assert d.preds == pytest.approx(want, rel=1e-5)
         assert d.endpoint is scored[int(np.argmin(want))]
+    assert p.table_hits > 0
 
 
 def test_counts_beyond_the_table_are_scored_directly(tmp_path: Path) -> None:
