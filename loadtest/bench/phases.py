@@ -31,7 +31,7 @@ from typing import Any
 from loadtest.loadgen import LoadResult, run_open_loop
 from loadtest.testbed.scenario import Scenario
 
-from . import aggregate, calibrate, external, machine, prom
+from . import aggregate, calibrate, drain, external, machine, prom
 from .contenders import Contender
 from .oracle import STATE_ENV
 from .proxy_process import ProxyProcess, ProxyStartError, free_port
@@ -64,6 +64,7 @@ class Settings:
     eval_seed: int
     lead_s: float = 1.0  # target up -> load start: the oracle re-reads the schedule (0.25 s), agents report
     settle_s: float = 2.0  # between runs: backends drain, agents' 5-s windows move on
+    drain_timeout_s: float = 30.0  # longest wait for the backends' queues to empty after a run
     request_timeout_s: float = 10.0
     train_timeout_s: float = 240.0
     train_args: tuple[str, ...] = ()
@@ -139,6 +140,7 @@ class Phases:
                 result = await self.drive(proxy.url, workload, f"collect {i}/{len(workloads)}")
                 summaries.append(result.summary(self.scenario.slo_p95_s))
             # stopping the proxy flushes the recorder's pending samples
+        await self._drain("collect")
         figures = aggregate.figures(summaries[0])
         for key in ("count", "ok", "errors", "dropped"):
             figures[key] = sum(int(s.get(key) or 0) for s in summaries)
@@ -206,6 +208,7 @@ class Phases:
             self.progress(f"{contender.name}: FAILED to start: {str(exc)[:300]}")
             return Run(entry)
         finally:
+            entry["drain"] = await self._drain(contender.name)
             await asyncio.sleep(self.settings.settle_s)
         summary = result.summary(self.scenario.slo_p95_s)
         entry.update(
@@ -218,6 +221,16 @@ class Phases:
             f"{self.last_machine['foreign_cores']:.2f} cores"
         )
         return Run(entry, result)
+
+    async def _drain(self, label: str) -> dict[str, Any]:
+        """Wait until no backend has work left from this run, so the next starts from empty queues."""
+        state = await drain.wait_idle(self.testbed.backends, timeout_s=self.settings.drain_timeout_s)
+        if state["busy_at_start"]:
+            left = ", ".join(f"{b} {n:g}" for b, n in state["busy_at_start"].items())
+            verdict = "idle" if state["idle"] else "still busy"
+            waited = state["waited_s"]
+            self.progress(f"{label}: backends had work left ({left}); {verdict} after {waited:.1f}s")
+        return state
 
     def _unavailable(self, contender: Contender, model: Path | None) -> str | None:
         if contender.family == "external":
