@@ -17,6 +17,15 @@ def test_quick_plan_fits_its_budget() -> None:
     assert plan.settings.collect_seed + 1 == plan.settings.eval_seed
     assert plan.settings.train_args == cli.QUICK_TRAIN_ARGS
     assert cli.estimate_s(plan) <= cli.QUICK_BUDGET_S + 1
+    assert plan.settings.rounds == 1
+
+
+def test_the_full_plan_runs_three_rounds_within_its_budget() -> None:
+    plan = cli.plan_from_args(["--out", "x"])
+    assert plan.scenario.name.startswith("full") and plan.settings.rounds == cli.DEFAULT_ROUNDS == 3
+    assert cli.estimate_s(plan) <= cli.FULL_BUDGET_S + 1
+    two = cli.plan_from_args(["--out", "x", "--rounds", "2"])
+    assert two.scenario.duration_s > plan.scenario.duration_s  # fewer runs: less compression
 
 
 def test_budget_zero_keeps_the_scenario_and_seed_sets_both_seeds() -> None:
@@ -34,6 +43,7 @@ def test_budget_zero_keeps_the_scenario_and_seed_sets_both_seeds() -> None:
         (["--quick", "--model", "/nonexistent/bundle"], "--model"),
         (["--quick", "--settle", "-1"], "--settle"),
         (["--quick", "--budget", "-5"], "--budget"),
+        (["--quick", "--rounds", "0"], "--rounds"),
     ],
 )
 def test_bad_arguments_exit_2_naming_the_problem(
