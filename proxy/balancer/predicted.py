@@ -20,6 +20,12 @@ training range beyond the tolerance (``ood``); the rolling live accuracy is belo
 (``accuracy``); decisions exceed their time budget (``slow``); scoring failed (``error``).
 While the accuracy safeguard holds, the model still scores the chosen backend so that its live
 accuracy keeps being measured and it can come back by itself.
+
+Cost. A model whose only per-endpoint input is the in-flight count (or none) is answered from
+per-snapshot prediction tables (``proxy.predict.assembler``, "Prediction tables"): each cell
+(backend row, in-flight count, request kind) is filled the first time a decision scores it, and
+later decisions are list lookups, exact by construction. Models that read peak-EWMA or feature age
+are scored per decision: one batched onnxruntime call on a preallocated, IO-bound buffer.
 """
 
 from __future__ import annotations
