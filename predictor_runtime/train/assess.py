@@ -13,7 +13,8 @@ report says so.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,12 +40,45 @@ def mape_scale(observed_s: np.ndarray, predicted_s: np.ndarray) -> float:
     ok = (obs > 0) & (pred > 0) & np.isfinite(obs) & np.isfinite(pred)
     if not ok.any():
         return 1.0
-    r = obs[ok] / pred[ok]
-    w = pred[ok] / obs[ok]
-    order = np.argsort(r)
-    cum = np.cumsum(w[order])
-    c = float(r[order][np.searchsorted(cum, 0.5 * cum[-1])])
+    c = weighted_median(obs[ok] / pred[ok], pred[ok] / obs[ok])
     return float(np.clip(c, *SCALE_BOUNDS))
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """The smallest value at which the cumulative weight reaches half the total."""
+    order = np.argsort(values)
+    cum = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cum, 0.5 * cum[-1])])
+
+
+def cell_ceiling(observed_s: np.ndarray, keys: Sequence[np.ndarray], min_rows: int = 5) -> dict[str, float]:
+    """How well *any* model that sees only ``keys`` could do: 1 - MAPE when every row is predicted
+    by the MAPE-optimal constant of its cell (rows with equal keys), fitted on the rows themselves.
+
+    An optimistic bound (the constants are fitted on the very rows they are scored on), and an
+    honest measure of the noise a model faces: if requests to the same backend, of the same class,
+    with the same number already in flight there, still differ in RTT by a factor of a few, no
+    choice of model family reaches a high 1 - MAPE from these inputs. Cells of fewer than
+    ``min_rows`` rows are left out (a constant fitted on one row is exact and says nothing).
+    """
+    obs = np.asarray(observed_s, dtype=np.float64)
+    if len(obs) == 0:
+        return {"accuracy": float("nan"), "rows": 0.0, "cells": 0.0}
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, key in enumerate(zip(*keys, strict=True)):
+        groups.setdefault(key, []).append(i)
+    ape_sum, rows, cells = 0.0, 0, 0
+    for idx in groups.values():
+        if len(idx) < min_rows:
+            continue
+        y = obs[idx]
+        c = weighted_median(y, 1.0 / np.maximum(y, 1e-9))  # MAPE-optimal constant of the cell
+        ape_sum += float(np.sum(np.abs(c - y) / np.maximum(y, 1e-9)))
+        rows += len(idx)
+        cells += 1
+    if rows == 0:
+        return {"accuracy": float("nan"), "rows": 0.0, "cells": 0.0}
+    return {"accuracy": 1.0 - ape_sum / rows, "rows": float(rows), "cells": float(cells)}
 
 
 def spearman(observed_s: np.ndarray, predicted_s: np.ndarray) -> float:

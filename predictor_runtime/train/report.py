@@ -48,6 +48,7 @@ def render_markdown(r: TrainResult) -> str:
         f"The scale does not change which backend ranks first; the rank correlation of prediction and "
         f"RTT on the test split (Spearman) is {sel.test.get('spearman', 0.0):.3f}.",
         "",
+        *_noise(r),
         "## Data",
         "",
         f"- samples read: {ds.n_read}; used: {len(ds)}; backends: {', '.join(ds.backends)}; "
@@ -77,6 +78,19 @@ def render_markdown(r: TrainResult) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _noise(r: TrainResult) -> list[str]:
+    n = r.noise
+    if not n or not n.get("rows"):
+        return []
+    return [
+        f"Noise check: predicting every test request by the best constant for its backend, request "
+        f"class and in-flight count (fitted on those very requests, {int(n['rows'])} rows in "
+        f"{int(n['cells'])} cells) scores {_pct(n['accuracy'])}: requests that look the same to "
+        "these inputs differ that much in RTT, which bounds what any model of them can reach.",
+        "",
+    ]
 
 
 def _candidates_table(r: TrainResult) -> list[str]:

@@ -59,3 +59,40 @@ def test_no_calibrate_ships_the_fits_own_level(synth_path, tmp_path, small_opts)
     result = pipeline.run([str(synth_path)], tmp_path / "m", opts=opts)
     assert result.selected.scale == 1.0 and load_bundle(tmp_path / "m").scale == 1.0
     assert result.selected.test["accuracy"] == pytest.approx(result.selected.test_unscaled_accuracy)
+
+
+def test_cell_ceiling_is_exact_for_noiseless_cells_and_drops_with_noise() -> None:
+    from predictor_runtime.train.assess import cell_ceiling
+
+    rng = np.random.default_rng(5)
+    backend = rng.choice(np.array(["a", "b"], dtype=object), 4000)
+    cls = rng.choice([128.0, 256.0], 4000)
+    base = np.where(backend == "a", 0.01, 0.03) * (cls / 128.0)
+    exact = cell_ceiling(base, [backend, cls])
+    assert exact["accuracy"] == pytest.approx(1.0) and exact["cells"] == 4 and exact["rows"] == 4000
+    noisy = cell_ceiling(base * np.exp(rng.normal(0, 0.7, 4000)), [backend, cls])
+    assert 0.3 < noisy["accuracy"] < 0.75
+    thin = cell_ceiling(np.array([0.01, 0.02]), [np.array(["a", "b"], dtype=object)])
+    assert thin["rows"] == 0.0  # one-row cells say nothing
+
+
+def test_the_report_carries_the_noise_check(trained) -> None:  # type: ignore[no-untyped-def]
+    out, result = trained
+    assert result.noise["rows"] > 0 and 0.0 < result.noise["accuracy"] <= 1.0
+    assert "Noise check:" in (out / "report" / "report.md").read_text()
+
+
+def test_selection_breaks_a_near_tie_in_accuracy_by_decision_time() -> None:
+    from predictor_runtime.train.pipeline import ACCURACY_TIE, Candidate, _select
+
+    def cand(family: str, acc: float, p99_us: float, r2: float = 0.5) -> Candidate:
+        c = Candidate(family, val={"accuracy": acc, "r2": r2}, inference={"p99_s": p99_us * 1e-6})
+        c.fits_budget = True
+        return c
+
+    rf, lgbm = cand("rf", 0.520, 104.0), cand("lgbm", 0.520 - ACCURACY_TIE / 2, 12.0)
+    assert _select([rf, lgbm]).family == "lgbm"  # as accurate, nine times faster
+    clearly_better = cand("rf", 0.520 + 3 * ACCURACY_TIE, 104.0)
+    assert _select([clearly_better, lgbm]).family == "rf"
+    worse_than_mean = cand("ridge", 0.9, 1.0, r2=-3.0)
+    assert _select([worse_than_mean, rf, lgbm]).family == "lgbm"
