@@ -50,6 +50,7 @@ from .predict.wants import needs_runtime
 
 if TYPE_CHECKING:
     from .predict.runtime import PredictionRuntime
+from .hedge import HedgeMetrics
 from .retry_budget import RetryBudget
 from .server import ProxyServer
 from .tasks import cancel_and_wait
@@ -94,6 +95,7 @@ class Worker:
         # feature store, model, recorder: only for configs that predict, shadow, explore or record
         self.prediction: PredictionRuntime | None = None
         self.metrics = Metrics()
+        self._hedge_metrics: HedgeMetrics | None = None  # registered once, when hedging is first on
         self.session: ClientSession | None = None
         self.upstream: UpstreamPool | None = None
         self.dataplane: DataPlane | None = None
@@ -325,7 +327,21 @@ class Worker:
             class_from=config.class_from,
             explain=config.explain_header,
             tap=tap,
+            **self._hedging(config, previous),
         )
+
+    def _hedging(self, config: ProxyConfig, previous: DataPlaneState | None) -> dict[str, Any]:
+        """The hedge settings, budget (kept across a reload that keeps the settings) and counters."""
+        if not config.hedge.enabled:
+            return {}
+        budget = (
+            previous.hedge_budget
+            if previous is not None and previous.hedge == config.hedge and previous.hedge_budget is not None
+            else config.hedge.budget()
+        )
+        if self._hedge_metrics is None:
+            self._hedge_metrics = HedgeMetrics(self.metrics.registry)
+        return {"hedge": config.hedge, "hedge_budget": budget, "hedge_metrics": self._hedge_metrics}
 
     def _build_pool(
         self, config: ProxyConfig, previous: DataPlaneState | None, policy: Policy

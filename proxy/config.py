@@ -32,6 +32,7 @@ from predictor_runtime.samples import class_value
 
 from .balancer import registry
 from .health import HealthCheckSettings
+from .hedge import HedgeSettings
 from .outlier import OutlierSettings
 from .retry_budget import RetrySettings
 
@@ -198,6 +199,7 @@ class ProxyConfig:
     outlier: OutlierSettings = field(default_factory=OutlierSettings)
     panic_threshold_percent: float = 50.0
     retry: RetrySettings = field(default_factory=RetrySettings)
+    hedge: HedgeSettings = field(default_factory=HedgeSettings)
     ewma_decay_s: float = 10.0
     trusted_hops: int = 0
     forwarded_header: bool = False
@@ -217,6 +219,7 @@ SECTIONS: dict[str, type] = {
     "health": HealthCheckSettings,
     "outlier": OutlierSettings,
     "retry": RetrySettings,
+    "hedge": HedgeSettings,
     "access_log": AccessLogSettings,
 }
 
@@ -381,6 +384,9 @@ def _check_policies(config: ProxyConfig) -> None:
                 raise ConfigError(key, str(exc)) from None
             continue
         raise ConfigError(key, f"unknown policy {value!r} (known: {', '.join(names)}, or module:Class)")
+    if config.hedge.enabled and config.policy != "predicted":
+        # the deadline and the second backend come from the model's decision
+        raise ConfigError("hedge.after", f"hedging needs --policy predicted (the policy is {config.policy})")
 
 
 def _host_port(value: Any) -> HostPort:
@@ -518,6 +524,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--explore", "explore", float, "share of requests routed at random", "EPS"),
     Flag("--shadow", "shadow", _parse_optional, "policy evaluated beside the live one", "NAME"),
     Flag("--predicted-choices", "predicted.choices", int, "predicted: candidates scored (0: all)", "D"),
+    Flag("--hedge-after", "hedge.after", float, "hedge idempotent requests after X x predicted RTT", "X"),
+    Flag("--hedge-budget-percent", "hedge.budget_percent", float, "hedged copies per 100 requests", "PCT"),
     Flag("--access-log", "access_log.path", _parse_optional, "'-' stdout, a file, or 'off'", "PATH"),
     Flag("--access-log-sample", "access_log.sample", float, "share of requests logged", "FRACTION"),
     Flag("--max-body-bytes", "max_body_bytes", int, "largest request body accepted", "BYTES"),

@@ -59,6 +59,7 @@ from .headers import (
     rewrite_request,
     str_request_headers,
 )
+from .hedge import HedgeMetrics, HedgeSettings
 from .http1 import ResponseHead
 from .metrics import BackendMetrics, Metrics
 from .pool import BackendPool, Outcome
@@ -103,6 +104,9 @@ class DataPlaneState:
     explain: bool
     via_line: bytes = b"Via: 1.1 presage\r\n"
     tap: DecisionTap | None = None  # prediction feedback, shadow scoring, sample recording
+    hedge: HedgeSettings | None = None  # prediction-driven hedging (hedge.py), when enabled
+    hedge_budget: RetryBudget | None = None
+    hedge_metrics: HedgeMetrics | None = None
 
 
 class Exchange:
@@ -138,6 +142,22 @@ class Exchange:
         self.request_id = ""
         self.attempts = 0
         self.response: web.StreamResponse | None = None  # set once a streamed response started
+
+
+class Leg:
+    """One copy of a request on one backend (a hedged request has two)."""
+
+    __slots__ = ("conn", "dispatched", "head", "outcome", "pump", "route", "rtt", "ticket")
+
+    def __init__(self, route: Route, ticket: Any, dispatched: float) -> None:
+        self.route = route
+        self.ticket = ticket  # the tap's ticket (the first leg only: the decision was for it)
+        self.dispatched = dispatched
+        self.conn: UpstreamConnection | None = None
+        self.head: ResponseHead | None = None
+        self.rtt = 0.0
+        self.outcome = Outcome.CLIENT_ABORT  # until it answers or fails: no health evidence
+        self.pump: asyncio.Task[None] | None = None
 
 
 class WrittenResponse(web.StreamResponse):
@@ -314,9 +334,17 @@ class DataPlane:
         if chunked:
             rw.block += b"Transfer-Encoding: chunked\r\n"
         replayable = not streamed
+
+        def data_for(route: Route) -> bytes:
+            """The request as sent to ``route``'s backend (Host filled in if the client sent none)."""
+            data = prefix + (b"" if rw.host else route.host) + rw.block + b"\r\n"
+            return data + body if body is not None else data
+
         retries_left = st.retries if info.idempotent and replayable else 0
         now = self.clock()
         st.retry_budget.deposit(now)
+        if st.hedge_budget is not None:
+            st.hedge_budget.deposit(now)
         exclude: list[str] = []  # ids already tried by this request
         last_error: ProxyError | None = None
         while True:
@@ -326,11 +354,9 @@ class DataPlane:
             route = st.routes.get(ep.id) or self.state.routes.get(ep.id)
             if route is None:  # (a reload can remove a backend while a request retries)
                 raise last_error or NoBackend(f"backend {ep.id} left the configuration")
-            data = prefix + (b"" if rw.host else route.host) + rw.block + b"\r\n"
-            if body is not None:
-                data += body
+            data = data_for(route)
             try:
-                return await self._attempt(request, st, ex, route, data, chunked, streamed, info)
+                return await self._attempt(request, st, ex, route, data, chunked, streamed, info, data_for)
             except UpstreamConnectError as err:
                 now = self.clock()
                 if retries_left <= 0 or not st.retry_budget.try_withdraw(now):
@@ -350,8 +376,10 @@ class DataPlane:
         chunked: bool,
         streamed: bool,
         info: RequestInfo,
+        data_for: Callable[[Route], bytes],
     ) -> web.StreamResponse:
-        """One try on one backend, bracketed by ``pool.begin``/``pool.end``."""
+        """One try: on one backend or, hedged (``hedge.py``), on the chosen backend and then the
+        runner-up, each leg bracketed by ``pool.begin``/``pool.end``."""
         ep = route.endpoint
         ex.backend = ep.id
         ex.attempts += 1
@@ -363,16 +391,57 @@ class DataPlane:
             if st.explain:
                 ex.decision = tap.explain(ticket)
         st.pool.begin(ep, dispatched)
-        outcome = Outcome.CLIENT_ABORT
-        rtt = 0.0
-        conn: UpstreamConnection | None = None
-        pump: asyncio.Task[None] | None = None
+        first = Leg(route, ticket, dispatched)
+        legs = [first]
+        leg = first
         head_request = request.method == "HEAD"
         try:
-            conn = route.origin.pop_idle() or await route.origin.acquire(st.connect_s)
+            hedge = self._hedge_target(st, info, streamed, ticket)
+            if hedge is None:
+                await self._open(first, st, data, head_request, request, streamed, chunked, ex)
+            else:
+                leg = await self._race(legs, hedge, st, data, data_for, head_request, request, ex)
+            conn, head, route = leg.conn, leg.head, leg.route
+            assert conn is not None and head is not None
+            ex.backend = route.endpoint.id
+            leg.outcome = Outcome.HTTP_5XX if head.status >= 500 else Outcome.OK
+            ex.upstream_status, ex.upstream_s = head.status, leg.rtt
+            route.metrics.upstream_duration.observe(leg.rtt)
+            ex.status = head.status
+            if 0 <= head.length <= SMALL_RESPONSE:
+                body = b""
+                if head.length:
+                    body = conn.take_body() if conn.complete else await conn.read_all(head.length)
+                ex.bytes_out = len(body)
+                return self._write_whole(request, st, route, head, body, ex.decision)
+            response, leg.outcome = await self._stream(request, st, ex, route, conn, head, leg.outcome)
+            return response
+        except ProxyError as err:
+            leg.outcome = outcome_for(err)
+            leg.rtt = leg.rtt or self.clock() - leg.dispatched
+            raise
+        finally:
+            for one in legs:
+                await self._close_leg(one, st)
+
+    async def _open(
+        self,
+        leg: Leg,
+        st: DataPlaneState,
+        data: bytes,
+        head_request: bool,
+        request: web.BaseRequest,
+        streamed: bool,
+        chunked: bool,
+        ex: Exchange,
+    ) -> None:
+        """Send the request on ``leg``'s backend and wait for the response head (``leg.head``)."""
+        origin = leg.route.origin
+        try:
+            conn = leg.conn = origin.pop_idle() or await origin.acquire(st.connect_s)
             conn.begin(data, head_request=head_request, request_complete=not streamed, read_timeout=st.read_s)
             if streamed:
-                pump = asyncio.create_task(self._pump(request, conn, chunked, st.max_body_bytes, ex))
+                leg.pump = asyncio.create_task(self._pump(request, conn, chunked, st.max_body_bytes, ex))
             try:
                 head = await conn.head()
             except UpstreamReset:
@@ -381,34 +450,101 @@ class DataPlane:
                 if streamed or not conn.reused:
                     raise
                 conn.release()
-                conn = await route.origin.acquire(st.connect_s, fresh=True)
+                leg.conn = None
+                conn = leg.conn = await origin.acquire(st.connect_s, fresh=True)
                 conn.begin(data, head_request=head_request, request_complete=True, read_timeout=st.read_s)
                 head = await conn.head()
-            rtt = self.clock() - dispatched
-            outcome = Outcome.HTTP_5XX if head.status >= 500 else Outcome.OK
-            ex.upstream_status, ex.upstream_s = head.status, rtt
-            route.metrics.upstream_duration.observe(rtt)
-            ex.status = head.status
-            if 0 <= head.length <= SMALL_RESPONSE:
-                body = b""
-                if head.length:
-                    body = conn.take_body() if conn.complete else await conn.read_all(head.length)
-                ex.bytes_out = len(body)
-                return self._write_whole(request, st, route, head, body, ex.decision)
-            response, outcome = await self._stream(request, st, ex, route, conn, head, outcome)
-            return response
+            leg.head = head
+            leg.rtt = self.clock() - leg.dispatched
         except ProxyError as err:
-            outcome = outcome_for(err)
-            rtt = rtt or self.clock() - dispatched
+            leg.outcome = outcome_for(err)
+            leg.rtt = self.clock() - leg.dispatched
             raise
+
+    def _hedge_target(
+        self, st: DataPlaneState, info: RequestInfo, streamed: bool, ticket: Any
+    ) -> tuple[Route, float] | None:
+        """The runner-up's route and the delay before a copy goes there, when this request may be
+        hedged: idempotent, replayable, routed by the model (not a fallback), with a runner-up."""
+        hedge = st.hedge
+        if hedge is None or ticket is None or streamed or not info.idempotent:
+            return None
+        decision = ticket.decision
+        if decision is None or decision.fallback is not None or decision.runner_up is None:
+            return None
+        predicted = decision.predicted_s
+        if not predicted > 0.0:  # NaN or nothing
+            return None
+        second = st.routes.get(decision.runner_up.id)
+        if second is None or second.endpoint is ticket.backend:
+            return None
+        return second, hedge.delay_s(predicted)
+
+    async def _race(
+        self,
+        legs: list[Leg],
+        hedge: tuple[Route, float],
+        st: DataPlaneState,
+        data: bytes,
+        data_for: Callable[[Route], bytes],
+        head_request: bool,
+        request: web.BaseRequest,
+        ex: Exchange,
+    ) -> Leg:
+        """The first leg, and after ``delay`` without a response head a copy on the runner-up (if
+        the budget allows); the first head wins. The loser's task is cancelled; its connection is
+        closed when the legs are closed (an unfinished exchange is never pooled)."""
+        first = legs[0]
+        second_route, delay = hedge
+        tasks: dict[asyncio.Task[None], Leg] = {
+            asyncio.create_task(self._open(first, st, data, head_request, request, False, False, ex)): first
+        }
+        try:
+            done, _ = await asyncio.wait(tasks, timeout=delay)
+            if not done:
+                now = self.clock()
+                assert st.hedge_budget is not None and st.hedge_metrics is not None
+                if st.hedge_budget.try_withdraw(now):
+                    st.pool.begin(second_route.endpoint, now)
+                    second = Leg(second_route, None, now)
+                    legs.append(second)
+                    st.hedge_metrics.sent.inc()
+                    copy = data_for(second_route)
+                    opened = self._open(second, st, copy, head_request, request, False, False, ex)
+                    tasks[asyncio.create_task(opened)] = second
+                else:
+                    st.hedge_metrics.denied.inc()
+            pending = set(tasks)
+            error: BaseException | None = None
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    exc = task.exception()
+                    if exc is None:
+                        winner = tasks[task]
+                        if winner is not first:
+                            st.hedge_metrics.won.inc()  # type: ignore[union-attr]
+                        return winner
+                    if error is None or tasks[task] is first:  # the chosen backend's error is reported
+                        error = exc
+            assert error is not None
+            raise error
         finally:
-            if pump is not None:
-                await _stop(pump)
-            if conn is not None:
-                conn.release()
-            st.pool.end(ep, self.clock(), rtt, outcome)
-            if ticket is not None:
-                tap.completed(ticket, rtt, outcome is Outcome.OK, ex.upstream_status)  # type: ignore[union-attr]
+            unfinished = [task for task in tasks if not task.done()]
+            for task in unfinished:
+                task.cancel()
+            if unfinished:
+                await asyncio.gather(*unfinished, return_exceptions=True)
+
+    async def _close_leg(self, leg: Leg, st: DataPlaneState) -> None:
+        if leg.pump is not None:
+            await _stop(leg.pump)
+        if leg.conn is not None:
+            leg.conn.release()
+        st.pool.end(leg.route.endpoint, self.clock(), leg.rtt, leg.outcome)
+        if leg.ticket is not None:
+            status = leg.head.status if leg.head is not None else 0
+            st.tap.completed(leg.ticket, leg.rtt, leg.outcome is Outcome.OK, status)  # type: ignore[union-attr]
 
     async def _pump(
         self, request: web.BaseRequest, conn: UpstreamConnection, chunked: bool, limit: int, ex: Exchange

@@ -177,3 +177,21 @@ def test_predicted_choices_from_flag_env_and_file(tmp_path: Path) -> None:
     assert dict(env.predicted) == {"choices": 2}
     with pytest.raises(ConfigError, match="predicted"):
         load_config(["--backend", B, "--policy", "predicted", "--predicted-choices", "-3"], env={})
+
+
+def test_hedging_is_off_by_default_and_needs_the_predicted_policy() -> None:
+    assert load_config(["--backend", B], env={}).hedge.enabled is False
+    on = load_config(
+        ["--backend", B, "--policy", "predicted", "--hedge-after", "2", "--hedge-budget-percent", "3"], env={}
+    )
+    assert on.hedge.enabled and on.hedge.after == 2.0 and on.hedge.budget_percent == 3.0
+    assert on.hedge.delay_s(0.010) == pytest.approx(0.020) and on.hedge.delay_s(1e-4) == on.hedge.min_delay_s
+    with pytest.raises(ConfigError, match=r"hedge\.after: hedging needs --policy predicted"):
+        load_config(["--backend", B, "--hedge-after", "2"], env={})
+    with pytest.raises(ConfigError, match="hedge"):
+        load_config(["--backend", B, "--policy", "predicted", "--hedge-after", "0.5"], env={})
+    with pytest.raises(ConfigError, match="hedge"):
+        load_config(
+            ["--backend", B, "--policy", "predicted", "--hedge-after", "2", "--hedge-budget-percent", "0"],
+            env={},
+        )
