@@ -64,7 +64,7 @@ def compare(policies: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for p in policies
         if p.get("status") == "measured"
     }
-    predicted = _find(policies, predictive=True)
+    predicted = _predicted(policies)
     oracle = _find(policies, family="reference")
     vs_oracle = None
     if predicted is not None and oracle is not None:
@@ -135,7 +135,7 @@ def combine_rounds(
     comparison["predicted_vs_oracle"] = (
         {k: _median_or_none([v[k] for v in vs]) for k in ("p99", "mean")} if vs else None
     )
-    comparison["targets"] = _targets(_find(entries, predictive=True), ratios)
+    comparison["targets"] = _targets(_predicted(entries), ratios)
     comparison["rounds"] = len(rounds)
     comparison["per_round"] = [{"best": c["best"], "ratios": c["ratios"]} for c in per_round]
     return entries, comparison
@@ -193,6 +193,12 @@ def _ratio(entry: Mapping[str, Any], base: Mapping[str, Any] | None, key: str) -
     if num is None or not den:
         return None
     return float(num) / float(den)
+
+
+def _predicted(policies: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The policy the targets are judged on: plain ``predicted`` (not a variant such as the hedged
+    one, whose copies add load no other contender adds), else the first predictive one measured."""
+    return _find(policies, name="predicted") or _find(policies, predictive=True)
 
 
 def _find(policies: Sequence[Mapping[str, Any]], **match: Any) -> Mapping[str, Any] | None:
@@ -268,9 +274,9 @@ def _notes(
             f"Best non-predictive policy: p99 {_ms(best['p99']['value_s'])} ms ({best['p99']['policy']}), "
             f"mean {_ms(best['mean']['value_s'])} ms ({best['mean']['policy']})."
         )
-    predicted = _find(policies, predictive=True)
-    if predicted is not None and predicted.get("proxy"):
-        out.append(_predicted_line(predicted))
+    for p in policies:
+        if p.get("predictive") and p.get("status") == "measured" and p.get("proxy"):
+            out.append(_predicted_line(p))
     vs = comparison.get("predicted_vs_oracle")
     if vs:
         out.append(f"predicted / oracle: p99 {_x(vs['p99'])}, mean {_x(vs['mean'])}.")
@@ -326,7 +332,7 @@ def _predicted_line(p: Mapping[str, Any]) -> str:
     fallbacks = proxy.get("fallbacks") or {}
     fb = ", ".join(f"{k} {v}" for k, v in fallbacks.items() if v) or "none"
     share = proxy.get("fallback_share")
-    text = f"predicted: live accuracy {'-' if acc is None else f'{acc:.3f}'}; fallbacks {fb}"
+    text = f"{p['name']}: live accuracy {'-' if acc is None else f'{acc:.3f}'}; fallbacks {fb}"
     if share is not None:
         text += f" ({share:.1%} of {proxy.get('decisions', 0)} decisions)"
     mean_d, mean_rtt = proxy.get("decision_mean_s"), p["figures"].get("mean_s")
@@ -337,6 +343,9 @@ def _predicted_line(p: Mapping[str, Any]) -> str:
     p99 = proxy.get("decision_p99_le_s")
     if p99 is not None:
         text += f", p99 <= {p99 * 1e6:.0f} us"
+    hedges = proxy.get("hedges") or {}
+    if hedges:
+        text += "; hedged copies " + ", ".join(f"{k} {v}" for k, v in hedges.items())
     ood = proxy.get("ood_features") or {}
     if ood:
         text += "; inputs out of the training range: " + ", ".join(

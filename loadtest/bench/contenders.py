@@ -3,7 +3,8 @@
 One table, one row per contender, chosen by name on the command line (``--policies``). The names
 are the row labels of the results; ``family`` says how a contender is started:
 
-* ``presage``: a ``presage proxy`` process with ``--policy`` (``predicted`` also gets ``--model``);
+* ``presage``: a ``presage proxy`` process with ``--policy`` (``predicted`` also gets ``--model``)
+  and the contender's own flags (``predicted_hedged``: hedging on);
 * ``reference``: a ``presage proxy`` with the oracle plugin, reading the testbed's hidden state;
 * ``external``: HAProxy or NGINX from the OS packages, configured by ``loadtest.external_lb``.
 
@@ -27,6 +28,7 @@ class Contender:
     server: str = "presage"  # "presage" | "haproxy" | "nginx"
     predictive: bool = False
     label: str = ""
+    args: tuple[str, ...] = ()  # extra ``presage proxy`` flags
 
     @property
     def display(self) -> str:
@@ -38,6 +40,16 @@ CONTENDERS: tuple[Contender, ...] = (
     Contender("least_request", "presage", "least_request"),
     Contender("peak_ewma", "presage", "peak_ewma"),
     Contender("predicted", "presage", "predicted", predictive=True),
+    # the same policy with prediction-driven hedging (proxy/hedge.py): a copy to the runner-up after
+    # 2x the predicted RTT, at most 5% of requests; reported beside predicted, never instead of it
+    Contender(
+        "predicted_hedged",
+        "presage",
+        "predicted",
+        predictive=True,
+        label="predicted + hedging",
+        args=("--hedge-after", "2", "--hedge-budget-percent", "5"),
+    ),
     Contender("oracle", "reference", ORACLE_POLICY, label="oracle (reference)"),
     Contender("haproxy_leastconn", "external", "leastconn", "haproxy", label="HAProxy leastconn"),
     Contender("nginx_least_conn", "external", "least_conn", "nginx", label="NGINX least_conn"),

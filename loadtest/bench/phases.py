@@ -255,7 +255,7 @@ class Phases:
             finally:
                 await asyncio.to_thread(lb.stop)
             return
-        extra = ["--class-from", f"header:{CLASS_HEADER}"]
+        extra = ["--class-from", f"header:{CLASS_HEADER}", *contender.args]
         env = {}
         if contender.predictive and model is not None:
             extra += ["--model", str(model)]

@@ -22,6 +22,7 @@ def proxy_figures(text: str) -> dict[str, Any]:
     buckets: list[tuple[float, float]] = []
     d_sum = d_count = 0.0
     requests = retries = 0.0
+    hedges: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, sample.value
@@ -40,6 +41,9 @@ def proxy_figures(text: str) -> dict[str, Any]:
                 requests += value
             elif name == "presage_retries_total":
                 retries += value
+            elif name == "presage_hedges_total":
+                result = labels.get("result", "")
+                hedges[result] = hedges.get(result, 0.0) + value
     decisions = int(d_count)
     return {
         "live_accuracy": accuracy,
@@ -50,6 +54,7 @@ def proxy_figures(text: str) -> dict[str, Any]:
         "decision_p99_le_s": _bucket_quantile(buckets, 0.99),
         "requests": int(requests),
         "retries": int(retries),
+        "hedges": {k: int(v) for k, v in sorted(hedges.items())},
     }
 
 

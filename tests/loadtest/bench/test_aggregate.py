@@ -122,7 +122,13 @@ def test_proxy_figures_from_a_real_prometheus_exposition() -> None:
     decision.observe(4e-4)
     decision.observe(4e-4)
     accuracy.set(0.83)
+    from proxy.hedge import HedgeMetrics
+
+    hedges = HedgeMetrics(registry)  # the proxy's own counter family
+    hedges.sent.inc(4)
+    hedges.won.inc(3)
     figures = proxy_figures(generate_latest(registry).decode())
+    assert figures["hedges"] == {"denied": 0, "sent": 4, "won": 3}
     assert figures["live_accuracy"] == pytest.approx(0.83)
     assert figures["fallbacks"] == {"ood": 3, "stale": 1}
     assert figures["decisions"] == 100
@@ -140,7 +146,9 @@ def test_proxy_figures_of_a_proxy_without_prediction_metrics() -> None:
 
 def test_contenders_are_selected_by_name_in_table_order() -> None:
     assert [c.name for c in contenders.select("oracle,round_robin")] == ["round_robin", "oracle"]
-    assert len(contenders.select(None)) == 8
+    assert len(contenders.select(None)) == 9
+    hedged = contenders.BY_NAME["predicted_hedged"]
+    assert hedged.policy == "predicted" and hedged.predictive and "--hedge-after" in hedged.args
     with pytest.raises(ValueError, match="unknown bogus"):
         contenders.select("round_robin,bogus")
 
@@ -218,3 +226,18 @@ def test_a_policy_that_failed_in_any_round_is_reported_failed_and_errors_add_up(
     assert by_name["least_request"]["status"] == "failed"
     assert by_name["predicted"]["figures"]["errors"] == 2
     assert comparison["targets"]["zero_errors"] is False
+
+
+def test_targets_judge_plain_predicted_even_when_the_hedged_variant_is_listed_first() -> None:
+    policies = shoot_out()
+    hedged = entry(
+        "predicted_hedged", 1, 1, predictive=True, label="predicted + hedging",
+        proxy={"live_accuracy": 0.8, "fallbacks": {}, "decisions": 1000, "hedges": {"sent": 40, "won": 30}},
+    )  # fmt: skip
+    policies.insert(0, hedged)
+    comparison = aggregate.compare(policies)
+    assert comparison["predicted_vs_oracle"] == {"p99": pytest.approx(1.25), "mean": pytest.approx(1.5)}
+    assert comparison["targets"]["met"] is True  # predicted's own 0.67x / 0.83x, not the variant's
+    text = aggregate.markdown({"policies": policies, "comparison": comparison})
+    assert "predicted_hedged: live accuracy 0.800" in text and "hedged copies sent 40, won 30" in text
+    assert "predicted: live accuracy 0.810" in text

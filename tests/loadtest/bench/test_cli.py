@@ -13,7 +13,7 @@ from loadtest.bench import cli
 def test_quick_plan_fits_its_budget() -> None:
     plan = cli.plan_from_args(["--quick", "--out", "x"])
     assert plan.scenario.name.startswith("quick")
-    assert len(plan.settings.contenders) == 8
+    assert len(plan.settings.contenders) == 9
     assert plan.settings.collect_seed + 1 == plan.settings.eval_seed
     assert plan.settings.train_args == cli.QUICK_TRAIN_ARGS
     assert cli.estimate_s(plan) <= cli.QUICK_BUDGET_S + 1
