@@ -112,6 +112,9 @@ def combine_rounds(
             entry["figures"] = _median_mapping([e["figures"] for e in measured])
             proxies = [e["proxy"] for e in measured if e.get("proxy")]
             entry["proxy"] = _median_mapping(proxies) if proxies else None
+            proxy = entry["proxy"]
+            if proxy and proxy.get("decisions"):  # a share of the totals, beside the totals
+                proxy["fallback_share"] = sum((proxy.get("fallbacks") or {}).values()) / proxy["decisions"]
             entry["episodes"] = measured[0].get("episodes")
             machine = [e["machine"] for e in measured if e.get("machine")]
             entry["machine"] = max(machine, key=lambda m: m.get("foreign_cores", 0.0)) if machine else None

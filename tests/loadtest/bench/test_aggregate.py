@@ -197,6 +197,7 @@ def test_rounds_take_medians_of_figures_and_of_paired_ratios() -> None:
     assert by_name["least_request"]["figures"]["count"] == 3000
     assert by_name["predicted"]["proxy"]["fallbacks"] == {"ood": 36, "stale": 0}
     assert by_name["predicted"]["proxy"]["decisions"] == 3000
+    assert by_name["predicted"]["proxy"]["fallback_share"] == pytest.approx(36 / 3000)
     assert by_name["predicted"]["proxy"]["live_accuracy"] == pytest.approx(0.81)
     # ratios: per round, then the median; one disturbed round does not move it
     assert comparison["ratios"]["predicted"]["p99_to_best"] == pytest.approx(100 / 150)
