@@ -27,7 +27,9 @@ import contextlib
 import math
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -41,6 +43,9 @@ from prometheus_client import (
 )
 
 from . import __version__
+
+if TYPE_CHECKING:  # numpy only where predictions are made: a heuristic-only proxy never loads it
+    import numpy as np
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNROUTED = "none"
@@ -105,6 +110,17 @@ class BatchedHistogram:
     def observe(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.total += value
+
+    def observe_many(self, values: np.ndarray) -> None:
+        """``observe`` for each of ``values`` in one numpy pass (``searchsorted`` left = ``bisect_left``)."""
+        import numpy as np
+
+        if not len(values):
+            return
+        idx = np.searchsorted(self.bounds, values, side="left")
+        added = np.bincount(idx, minlength=len(self.bounds)).tolist()
+        self.counts = [a + b for a, b in zip(self.counts, added, strict=True)]
+        self.total += float(values.sum())
 
     def flush(self) -> None:
         counts = self.counts
@@ -199,6 +215,9 @@ class Metrics:
         self.batched_decision_duration = self._batch(BatchedHistogram(self.decision_duration))
         self.batched_prediction_error = self._batch(BatchedHistogram(self.prediction_error))
         self.batched_fallbacks: dict[str, BatchedCounter] = {}  # by reason, see ``fallback_counter``
+        # run first by ``flush``: request-path batches kept elsewhere (the prediction feedback)
+        # empty themselves into the batched children above before those are flushed
+        self.before_flush: list[Callable[[], None]] = []
         # requests answered without a backend (refused, no backend available): backend="none"
         self.unrouted = RequestCounters(UNROUTED, self.requests, self.batched)
         for result in ("success", "error"):
@@ -257,6 +276,8 @@ class Metrics:
 
     def flush(self) -> None:
         """Move batched request-path observations into prometheus-client's values."""
+        for hook in self.before_flush:
+            hook()
         for metric in self.batched:
             metric.flush()
 

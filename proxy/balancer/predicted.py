@@ -24,8 +24,13 @@ accuracy keeps being measured and it can come back by itself.
 Cost. A model whose only per-endpoint input is the in-flight count (or none) is answered from
 per-snapshot prediction tables (``proxy.predict.assembler``, "Prediction tables"): each cell
 (backend row, in-flight count, request kind) is filled the first time a decision scores it, and
-later decisions are list lookups, exact by construction. Models that read peak-EWMA or feature age
-are scored per decision: one batched onnxruntime call on a preallocated, IO-bound buffer.
+later decisions are list lookups, exact by construction (``_tabulated``: one loop, no further
+calls). A new snapshot keeps the table rows of every backend whose model inputs did not change
+(agents re-send the same values with a new timestamp; only the sample time moves), so a refresh
+costs misses only for the backends that actually changed. Models that read peak-EWMA or feature
+age are scored per decision: one batched onnxruntime call on a preallocated, IO-bound buffer.
+Feedback from completed tries (RTT median, live accuracy, prediction error) is applied in
+batches (``proxy.predict.feedback``).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import numpy as np
 
 from ..predict import assembler
 from ..predict.decision_budget import DecisionBudget
+from ..predict.feedback import Feedback
 from ..predict.live_accuracy import LiveAccuracy
 from ..predict.min_accuracy import DEFAULT_MIN_ACCURACY
 from ..predict.model_holder import LoadedModel, ModelHolder
@@ -194,12 +200,18 @@ class PredictedPolicy:
         self.budget = DecisionBudget(
             budget_frac=s.budget_frac, min_budget_s=s.min_budget_s, cooldown_s=s.budget_cooldown_s
         )
+        # completed tries, applied in batches; the runtime points its histogram at the metrics
+        self.feedback = Feedback(self, None)
         self.fallbacks: dict[str, int] = dict.fromkeys(FALLBACK_REASONS, 0)
         self.ood_features: dict[str, int] = {}
         self.table_hits = 0  # model decisions answered from a prediction table, without scoring
         self.last: Decision = Decision(None)
         self._bound: assembler.BoundInputs | None = None
-        self._bound_key: tuple[int, int] = (0, 0)
+        # what ``_bound`` was built from, held (not their ids: a freed snapshot's id can be reused)
+        self._bound_snap: Any = None
+        self._bound_model: LoadedModel | None = None
+        self._request: RequestInfo | None = None  # the last request seen and its table key:
+        self._request_key: tuple[int, float, bool] = (0, 0.0, False)  # the data plane shares infos
         # per request kind: per snapshot row, its predictions at in-flight 0..levels-1 (None until
         # first needed), or the request input that puts the kind out of range
         self._tables: dict[tuple[int, float, bool], Table] = {}
@@ -223,7 +235,7 @@ class PredictedPolicy:
         model = self.holder.current
         if model is None:
             return self._fall_back("no_model", endpoints, request, rng, now, started)
-        if self.budget.is_open(now):
+        if now < self.budget.open_until:
             return self._fall_back("slow", endpoints, request, rng, now, started)
         candidates = self._candidates(endpoints, rng)
         preds, reason = self._score(model, candidates, request, now)
@@ -234,7 +246,7 @@ class PredictedPolicy:
         if penalty:
             costs = [p * (1.0 + penalty * ep.in_flight) for p, ep in zip(preds, candidates, strict=True)]
         best, second = two_lowest(costs)
-        accuracy = self.accuracy.accuracy()
+        accuracy = self.accuracy.value
         # 1 - MAPE goes below zero for a model off by more than 100%: a floor of 0 turns it off
         if accuracy is not None and self.settings.min_accuracy > 0 and accuracy < self.settings.min_accuracy:
             decision = self._fall_back("accuracy", endpoints, request, rng, now, started)
@@ -267,6 +279,7 @@ class PredictedPolicy:
         return self.accuracy.record(predicted_s, rtt_s)
 
     def describe(self, now: float) -> dict[str, Any]:
+        self.feedback.flush()
         return {
             "live_accuracy": self.accuracy.accuracy(),
             "observations": self.accuracy.count,
@@ -295,6 +308,11 @@ class PredictedPolicy:
         if bound is None:
             return None, "stale"
         wall = self.wall_clock()
+        if bound.levels:
+            hit = self._tabulated(bound, candidates, request, wall)
+            if hit is not None:
+                self.table_hits += 1
+                return hit, None
         rows = assembler.rows_for(bound, candidates, wall, self.settings.stale_after_s)
         if isinstance(rows, str):
             if isinstance(rows, assembler.OutOfRange):
@@ -306,14 +324,7 @@ class PredictedPolicy:
             if isinstance(found, assembler.OutOfRange):  # this kind of request is out of range
                 self._count_ood(found.feature)
                 return None, "ood"
-            table = found
-            looked_up = self._lookup(bound, table, rows, candidates)
-            if isinstance(looked_up, assembler.OutOfRange):
-                self._count_ood(looked_up.feature)
-                return None, looked_up
-            if looked_up is not None:
-                self.table_hits += 1
-                return looked_up, None
+            table = found  # ``_tabulated`` missed: score directly (``fill`` checks the in-flight range)
         x = model.scorer.input_buffer(len(rows))  # bound to the session: scoring it is one ORT call
         outside = assembler.fill(bound, rows, candidates, request, now, wall, x)
         if outside is not None:
@@ -325,6 +336,41 @@ class PredictedPolicy:
         if table is not None and preds is not None:
             self._store(bound, table, rows, candidates, preds)
         return preds, reason
+
+    def _tabulated(
+        self, bound: assembler.BoundInputs, candidates: Sequence[Endpoint], request: RequestInfo, wall: float
+    ) -> list[float] | None:
+        """The candidates' predictions when every cell is filled and every vector fresh, else None
+        (then ``_score``'s general path finds the reason or scores and fills the cells).
+
+        The hot path of a tabulated model, in one loop: a filled cell proves that its row's static
+        inputs and that in-flight count were inside the training range when it was scored (``fill``
+        scores nothing out of range) for this very plan, so only staleness, which moves with the
+        clock, is checked again."""
+        if request is not self._request:
+            self._request, self._request_key = request, assembler.request_key(request)
+        table = self._tables.get(self._request_key)
+        if table is None or table.__class__ is not list:  # first of its kind, or out of range
+            return None
+        row_of, sample_ts, stale_after = bound.row_of, bound.sample_ts, self.settings.stale_after_s
+        reads_flight = bound.in_flight is not None
+        levels = bound.levels
+        preds = []
+        for ep in candidates:
+            row = row_of.get(ep.id)
+            if row is None or not wall - sample_ts[row] <= stale_after:  # NaN (never seen) fails too
+                return None
+            cells = table[row]
+            if cells is None:
+                return None
+            n = ep.in_flight if reads_flight else 0
+            if n >= levels:
+                return None
+            pred = cells[n]
+            if pred != pred:  # NaN: not scored yet
+                return None
+            preds.append(pred)
+        return preds
 
     def _count_ood(self, feature: str) -> None:
         """Which inputs push decisions out of the training range: the operator's first question
@@ -341,36 +387,6 @@ class PredictedPolicy:
                 self._tables.clear()
             table = self._tables[key] = [None] * len(bound.sample_ts)
         return table
-
-    @staticmethod
-    def _lookup(
-        bound: assembler.BoundInputs,
-        table: list[list[float] | None],
-        rows: list[int],
-        candidates: Sequence[Endpoint],
-    ) -> list[float] | assembler.OutOfRange | None:
-        """The candidates' predictions from this snapshot's table (assembler: "Prediction tables"),
-        ``ood`` for an in-flight count out of range, or None when a cell is not filled yet or a
-        count lies beyond the table: then the candidates are scored directly and their cells
-        filled (``_store``). A miss costs what scoring without a table costs, never more; until
-        the next snapshot the counts seen repeat, and a decision is list lookups."""
-        flight = bound.in_flight
-        lo, hi, levels = (flight.lo, flight.hi, bound.levels) if flight is not None else (0.0, 0.0, 1)
-        preds = []
-        for row, ep in zip(rows, candidates, strict=True):
-            cells = table[row]
-            if cells is None:
-                return None
-            n = ep.in_flight if flight is not None else 0
-            if not lo <= n <= hi:
-                return assembler.OutOfRange(assembler.IN_FLIGHT)
-            if n >= levels:
-                return None
-            pred = cells[n]
-            if pred != pred:  # NaN: not scored yet
-                return None
-            preds.append(pred)
-        return preds
 
     @staticmethod
     def _store(
@@ -400,26 +416,42 @@ class PredictedPolicy:
 
     def _bind(self, model: LoadedModel) -> assembler.BoundInputs | None:
         snap = self.features.snapshot
+        if snap is self._bound_snap and model is self._bound_model and self._bound is not None:
+            return self._bound
         if snap is None:
             return None
-        key = (id(snap), id(model))
-        if key != self._bound_key or self._bound is None:
-            # a backend whose vector expired has no sample time: it is stale, never idle
-            sample_ts = np.where(snap.has_vector, snap.sample_ts, np.nan)
-            self._bound = assembler.bind(
-                model.feature_names, model.guard, snap.names, snap.backend_ids, snap.matrix, sample_ts
-            )
-            self._bound_key = key
-            self._tables = {}
-            if self._bound.missing:
-                log.warning("model inputs with no source (scored as 0): %s", ", ".join(self._bound.missing))
-        return self._bound
+        # a backend whose vector expired has no sample time: it is stale, never idle
+        sample_ts = np.where(snap.has_vector, snap.sample_ts, np.nan)
+        bound = assembler.bind(
+            model.feature_names, model.guard, snap.names, snap.backend_ids, snap.matrix, sample_ts
+        )
+        old = self._bound if model is self._bound_model else None
+        self._tables = self._carried_tables(old, bound) if old is not None else {}
+        self._bound, self._bound_snap, self._bound_model = bound, snap, model
+        if bound.missing and (old is None or old.missing != bound.missing):
+            log.warning("model inputs with no source (scored as 0): %s", ", ".join(bound.missing))
+        return bound
+
+    def _carried_tables(self, old: assembler.BoundInputs, new: assembler.BoundInputs) -> dict[Any, Table]:
+        """The old plan's tables re-indexed for the new one, keeping the rows of backends whose
+        model inputs are unchanged: their predictions are the same by construction."""
+        if old.levels != new.levels or not self._tables:
+            return {}
+        same = assembler.unchanged_rows(old, new)
+        carried: dict[Any, Table] = {}
+        for key, table in self._tables.items():
+            if table.__class__ is not list:  # a request kind out of range stays so (same model)
+                carried[key] = table
+                continue
+            carried[key] = [None if src < 0 else table[src] for src in same]  # type: ignore[index]
+        return carried
 
     def _model_swapped(self, model: LoadedModel | None) -> None:
         # A new model's accuracy is its own: start measuring afresh; rebind columns lazily.
+        self.feedback.flush()  # the old model's pending evidence belongs to the old window
         self.accuracy.reset()
         self._bound = None
-        self._bound_key = (0, 0)
+        self._bound_snap = self._bound_model = None
         self._tables = {}
 
     def _fall_back(

@@ -236,6 +236,21 @@ def fill(
     return None
 
 
+def unchanged_rows(old: BoundInputs, new: BoundInputs) -> list[int]:
+    """Per row of ``new``, the row of ``old`` holding the same backend with identical static
+    inputs (so every prediction tabulated for it still holds), or -1."""
+    src = [old.row_of.get(bid, -1) for bid in new.row_of]
+    pairs = [(i, j) for i, j in enumerate(src) if j >= 0]
+    if not pairs:
+        return [-1] * len(src)
+    rows_new, rows_old = zip(*pairs, strict=True)
+    equal = (new.base[list(rows_new)] == old.base[list(rows_old)]).all(axis=1)
+    for (i, _), ok in zip(pairs, equal.tolist(), strict=True):
+        if not ok:
+            src[i] = -1
+    return src
+
+
 def request_key(request: RequestInfo) -> tuple[int, float, bool]:
     """What a tabulated prediction depends on besides the backend row and the in-flight count."""
     return (request.body_bytes, request.req_class, request.method == "GET")

@@ -188,6 +188,8 @@ class PredictionRuntime:
                 on_decision=None if shadow else on_decision,
                 wall_clock=self.wall_clock,
             )
+            if not shadow:  # pending feedback reaches the histogram before every metrics flush
+                self.metrics.before_flush.append(policy.feedback.flush)
             self._predicted[key] = policy
         return policy
 
@@ -229,6 +231,7 @@ class PredictionRuntime:
             predicted = self.tap.predicted if self.tap is not None else None
             if self.redis is None or predicted is None:
                 continue
+            predicted.feedback.flush()
             acc = predicted.accuracy.accuracy()
             if acc is None:
                 continue

@@ -11,7 +11,8 @@ arrived or it failed. In between the ``Ticket`` carries what the decision knew:
   the immutable feature snapshot plus each candidate's proxy-local signals, no copy of a vector.
 
 Everything here is O(candidates) arithmetic on objects that already exist; gauges are copied at
-1 Hz by ``sync`` rather than set per request.
+1 Hz by ``sync`` rather than set per request, and the ``predicted`` policy's feedback (RTT median,
+live accuracy, prediction error) is handed over in batches (``proxy.predict.feedback``).
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class DecisionTap:
         self.rng = rng or random.Random()
         self.wall_clock = wall_clock
         self.prediction_error: BatchedHistogram = metrics.batched_prediction_error
+        if predicted is not None:
+            predicted.feedback.histogram = self.prediction_error
         self.last_prediction: dict[str, float] = {}  # backend -> latest prediction, for the gauge
         self.shadow_choices: dict[str, int] = {}
         self.shadow_agreed = 0
@@ -108,11 +111,13 @@ class DecisionTap:
     def completed(self, ticket: Ticket, rtt_s: float, ok: bool, status: int) -> None:
         ep = ticket.backend
         decision = ticket.decision
-        if decision is not None and self.predicted is not None:
-            ape = self.predicted.observe(decision.predicted_s, rtt_s, ok)
-            if ape is not None:
-                self.prediction_error.observe(ape)
-                self.last_prediction[ep.id] = decision.predicted_s
+        # failed tries are not evidence (``PredictedPolicy.observe``): a refused connection's RTT
+        # says nothing about service time
+        if decision is not None and ok and self.predicted is not None:
+            predicted_s = decision.predicted_s
+            self.predicted.feedback.add(predicted_s, rtt_s)
+            if predicted_s == predicted_s and rtt_s > 0.0:  # not NaN: the model scored it
+                self.last_prediction[ep.id] = predicted_s
         shadow = ticket.shadow
         if shadow is not None and self.shadow is not None:
             self.shadow.shadow.observe(shadow.prediction_for(ep), rtt_s, ok)
@@ -146,6 +151,7 @@ class DecisionTap:
     def sync(self) -> None:
         m = self.metrics
         if self.predicted is not None:
+            self.predicted.feedback.flush()
             acc = self.predicted.accuracy.accuracy()
             if acc is not None:
                 m.live_accuracy.set(acc)

@@ -177,9 +177,23 @@ def test_cached_tables_give_the_model_s_own_predictions(holder: ModelHolder) -> 
     assert len(p._tables) == 1  # one table for this kind of request ...
     p.decide(endpoints(6), RequestInfo("GET", 0, 2.0, True), random.Random(1), NOW)
     assert len(p._tables) == 2  # ... and one per other kind
-    p.features = Store(snapshot(queues))  # a new snapshot invalidates them
-    p.decide(endpoints(6), REQ, random.Random(1), NOW)
-    assert len(p._tables) == 1
+    p.features = Store(snapshot(queues))  # a refresh with the same values keeps every cell ...
+    hits = p.table_hits
+    assert p.decide(endpoints(6), REQ, random.Random(1), NOW).preds == pytest.approx(
+        direct.tolist(), rel=1e-6
+    )
+    assert len(p._tables) == 2 and p.table_hits == hits + 1
+    changed = [*queues[:2], 12.0, *queues[3:]]
+    p.features = Store(snapshot(changed))  # ... a change drops the changed backend's row only
+    table = p._tables[(0, 1.0, True)]
+    p._bind(model)
+    fresh = p._tables[(0, 1.0, True)]
+    assert fresh[2] is None and [row for i, row in enumerate(fresh) if i != 2] == [
+        row for i, row in enumerate(table) if i != 2
+    ]
+    d = p.decide(endpoints(6), REQ, random.Random(1), NOW)  # a miss: scored afresh
+    x[2, 0] = 12.0
+    assert d.preds == pytest.approx(model.scorer.score(x).tolist(), rel=1e-6)
 
 
 def test_a_model_reading_in_flight_answers_from_its_table(tmp_path: Any) -> None:
