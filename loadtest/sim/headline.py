@@ -37,6 +37,30 @@ def proxy_min_accuracy(live_break_even: float, live_ape_std: float, window: int 
     return math.ceil(round((live_break_even + margin) * 100.0, 6)) / 100.0
 
 
+def calibrated_live(live_median: float) -> tuple[float, float]:
+    """(1 - MAPE, APE standard deviation) of the MAPE-optimal point estimate, given the live 1 - MAPE
+    of a median-unbiased predictor, when observed / predicted is log-normal with spread ``s``.
+
+    The simulator's predictor is median-unbiased; ``presage train`` ships predictions scaled by the
+    MAPE-optimal constant (bundle ``target.scale``), which for log-normal noise is ``exp(-s^2)`` and
+    gives ``MAPE = erf(s / sqrt 2)`` where the median gave ``exp(s^2 / 2) erf(s / sqrt 2)``; the
+    APE's second moment is ``2 - 2 exp(-s^2 / 2)``. Same routing, a different level: the floor for a
+    calibrated model is the same break-even in these units.
+    """
+    from .noise import sigma_for_accuracy
+
+    s = sigma_for_accuracy(live_median)
+    mape = math.erf(s / math.sqrt(2.0))
+    second = 2.0 - 2.0 * math.exp(-s * s / 2.0)
+    return 1.0 - mape, math.sqrt(max(second - mape * mape, 0.0))
+
+
+def proxy_calibrated_min_accuracy(live_break_even: float, window: int = LIVE_WINDOW) -> float:
+    """The floor for bundles with a calibrated scale: the break-even and margin in calibrated units."""
+    live, std = calibrated_live(live_break_even)
+    return proxy_min_accuracy(live, std, window)
+
+
 def build(command: str, sweep: SweepResult, points: list[Point], replicas: int) -> dict[str, Any]:
     """The JSON document; raises ``ValueError`` when the run has no break-even to record."""
     th = sweep.thresholds["mean_s"]

@@ -49,7 +49,7 @@ from ..predict import assembler
 from ..predict.decision_budget import DecisionBudget
 from ..predict.feedback import Feedback
 from ..predict.live_accuracy import LiveAccuracy
-from ..predict.min_accuracy import DEFAULT_MIN_ACCURACY
+from ..predict.min_accuracy import floor_for
 from ..predict.model_holder import LoadedModel, ModelHolder
 from .base import Endpoint, Policy, RequestInfo
 
@@ -78,7 +78,9 @@ class PredictedSettings:
     inflight_penalty: float = 0.0
     stale_after_s: float = 3.0
     ood_tolerance: float = 0.25  # share of the training span allowed beyond min/max
-    min_accuracy: float = DEFAULT_MIN_ACCURACY  # 0 turns the live-accuracy safeguard off
+    # None: the simulator's floor for the loaded bundle (min_accuracy.floor_for: calibrated bundles
+    # measure a higher 1 - MAPE for the same routing, so their floor is higher); 0 turns it off
+    min_accuracy: float | None = None
     accuracy_window: int = 500
     min_observations: int = 50
     # The breaker trips at the seed papers' ceiling, a decision costing 10% of the median RTT: it
@@ -97,7 +99,7 @@ class PredictedSettings:
             "inflight_penalty": self.inflight_penalty >= 0,
             "stale_after_s": self.stale_after_s > 0,
             "ood_tolerance": self.ood_tolerance >= 0,
-            "min_accuracy": 0.0 <= self.min_accuracy < 1.0,
+            "min_accuracy": self.min_accuracy is None or 0.0 <= self.min_accuracy < 1.0,
             "accuracy_window": self.accuracy_window >= 1,
             "min_observations": 1 <= self.min_observations <= self.accuracy_window,
             "budget_frac": 0.0 < self.budget_frac <= 0.1,
@@ -215,6 +217,7 @@ class PredictedPolicy:
         # per request kind: per snapshot row, its predictions at in-flight 0..levels-1 (None until
         # first needed), or the request input that puts the kind out of range
         self._tables: dict[tuple[int, float, bool], Table] = {}
+        self._floor = self._floor_for(getattr(holder, "current", None))
         holder.on_swap(self._model_swapped)
 
     # -- the Policy surface ------------------------------------------------------------------
@@ -248,7 +251,7 @@ class PredictedPolicy:
         best, second = two_lowest(costs)
         accuracy = self.accuracy.value
         # 1 - MAPE goes below zero for a model off by more than 100%: a floor of 0 turns it off
-        if accuracy is not None and self.settings.min_accuracy > 0 and accuracy < self.settings.min_accuracy:
+        if accuracy is not None and accuracy < self._floor:
             decision = self._fall_back("accuracy", endpoints, request, rng, now, started)
             # keep measuring: predict the fallback's choice if it was among the scored candidates,
             # so that a recovered model can lift the safeguard by itself
@@ -283,7 +286,7 @@ class PredictedPolicy:
         return {
             "live_accuracy": self.accuracy.accuracy(),
             "observations": self.accuracy.count,
-            "min_accuracy": self.settings.min_accuracy,
+            "min_accuracy": max(self._floor, 0.0),  # 0: off
             "decision_budget_s": self.budget.budget_s,
             "median_rtt_s": self.budget.median_rtt_s,
             "budget_open": self.budget.is_open(now),
@@ -453,6 +456,15 @@ class PredictedPolicy:
         self._bound = None
         self._bound_snap = self._bound_model = None
         self._tables = {}
+        self._floor = self._floor_for(model)
+
+    def _floor_for(self, model: LoadedModel | None) -> float:
+        """The live-accuracy floor in force; a configured 0 turns the safeguard off (1 - MAPE itself
+        goes below 0 for a model off by more than 100%, so 'off' must compare below everything)."""
+        floor = self.settings.min_accuracy
+        if floor is None:
+            floor = floor_for(model.scorer.scale if model is not None else 1.0)
+        return floor if floor > 0 else float("-inf")
 
     def _fall_back(
         self,

@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from loadtest.sim import threshold
-from loadtest.sim.headline import COMMAND, LIVE_WINDOW, RESULTS, proxy_min_accuracy
+from loadtest.sim.headline import (
+    COMMAND,
+    LIVE_WINDOW,
+    RESULTS,
+    calibrated_live,
+    proxy_calibrated_min_accuracy,
+    proxy_min_accuracy,
+)
 from loadtest.sim.sensitivity import AXES
 from proxy.predict import min_accuracy
 
@@ -45,6 +52,30 @@ def test_proxy_default_floor_is_the_simulated_break_even_plus_margin(doc: dict[s
     # A perfect model must never trip the safeguard in the world the floor comes from.
     perfect = next(s for s in doc["predicted"] if s["accuracy"] == 1.0)
     assert perfect["live_accuracy"] > min_accuracy.DEFAULT_MIN_ACCURACY
+
+
+def test_the_floor_for_calibrated_bundles_is_the_same_break_even_in_calibrated_units(
+    doc: dict[str, Any],
+) -> None:
+    recomputed = proxy_calibrated_min_accuracy(doc["fallback_break_even_live_accuracy"], doc["live_window"])
+    assert recomputed == min_accuracy.CALIBRATED_MIN_ACCURACY
+    assert min_accuracy.floor_for(1.0) == min_accuracy.DEFAULT_MIN_ACCURACY
+    assert min_accuracy.floor_for(0.7) == min_accuracy.CALIBRATED_MIN_ACCURACY
+
+
+def test_the_calibrated_conversion_matches_scaling_log_normal_predictions() -> None:
+    import numpy as np
+
+    from loadtest.sim.noise import sigma_for_accuracy
+
+    rng = np.random.default_rng(1)
+    s = sigma_for_accuracy(0.45)
+    ratio = np.exp(s * rng.standard_normal(400_000))  # predicted / observed, median-unbiased
+    assert 1 - np.mean(np.abs(ratio - 1)) == pytest.approx(0.45, abs=0.005)
+    ape = np.abs(np.exp(-s * s) * ratio - 1)  # the MAPE-optimal scale exp(-s^2)
+    live, std = calibrated_live(0.45)
+    assert 1 - ape.mean() == pytest.approx(live, abs=0.005) and ape.std() == pytest.approx(std, abs=0.005)
+    assert live > 0.45
 
 
 @pytest.mark.parametrize("key", ["mean_s", "mean_s:peak_ewma"])

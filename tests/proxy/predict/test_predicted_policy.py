@@ -230,3 +230,21 @@ def test_floyd_sampling_makes_every_subset_equally_likely() -> None:
         subset = frozenset(sample_indices(5, 2, rng.random))
         counts[subset] = counts.get(subset, 0) + 1
     assert len(counts) == 10 and all(1800 < c < 2200 for c in counts.values())  # 2,000 each
+
+
+def test_the_default_accuracy_floor_follows_the_bundles_calibration(holder: ModelHolder) -> None:
+    import dataclasses
+
+    from predictor_runtime.bundle import load_bundle
+    from predictor_runtime.scorer import Scorer
+    from proxy.predict.min_accuracy import CALIBRATED_MIN_ACCURACY, DEFAULT_MIN_ACCURACY
+
+    median = holder.current
+    assert median is not None and median.scorer.scale == 1.0  # written without a calibrated scale
+    p = policy(holder, Store(snapshot([8, 1, 15, 4])))
+    assert p.describe(NOW)["min_accuracy"] == DEFAULT_MIN_ACCURACY
+    bundle = load_bundle(median.path)
+    scaled = Scorer(bundle.onnx, bundle.feature_names, bundle.transform, scale=0.7)  # as train ships
+    holder.swap(dataclasses.replace(median, scorer=scaled))
+    assert p.describe(NOW)["min_accuracy"] == CALIBRATED_MIN_ACCURACY
+    assert policy(holder, Store(snapshot([1])), min_accuracy=0.3).describe(NOW)["min_accuracy"] == 0.3
