@@ -164,11 +164,11 @@ def _median_mapping(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 out[key] = type(first)(sum(nums))
             else:
                 out[key] = statistics.median(nums) if nums else None
-        elif isinstance(first, Mapping) and key in ("fallbacks", "ood_features"):
-            totals: dict[str, float] = {}
+        elif isinstance(first, Mapping) and key in ("fallbacks", "ood_features", "hedges"):
+            totals: dict[str, int] = {}
             for v in values:
                 for k, n in (v or {}).items():
-                    totals[k] = totals.get(k, 0) + n
+                    totals[k] = totals.get(k, 0) + int(n)
             out[key] = totals
         elif isinstance(first, Mapping) and all(isinstance(v, int | float) for v in first.values()):
             out[key] = _median_mapping([v for v in values if isinstance(v, Mapping)])

@@ -196,6 +196,7 @@ def test_rounds_take_medians_of_figures_and_of_paired_ratios() -> None:
     assert by_name["least_request"]["figures"]["mean_s"] == pytest.approx(0.020)
     assert by_name["least_request"]["figures"]["count"] == 3000
     assert by_name["predicted"]["proxy"]["fallbacks"] == {"ood": 36, "stale": 0}
+    assert all(isinstance(n, int) for n in by_name["predicted"]["proxy"]["fallbacks"].values())
     assert by_name["predicted"]["proxy"]["decisions"] == 3000
     assert by_name["predicted"]["proxy"]["fallback_share"] == pytest.approx(36 / 3000)
     assert by_name["predicted"]["proxy"]["live_accuracy"] == pytest.approx(0.81)
