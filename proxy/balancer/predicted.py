@@ -7,9 +7,10 @@ proxy-local signals, score all rows in one onnxruntime call, take the lowest pre
 Herding. Workers and replicas read the same agent features, which change only every agent
 interval; if all of them sent every request to the single argmin, the best backend would be
 flooded between two updates. Two corrections, both cheap:
-  * the power of d choices (Mitzenmacher 2001; Prequal's probing of a few): score a random subset
-    of ``choices`` (3) candidates, not all, so concurrent deciders spread out while still avoiding the
-    slowest backends;
+  * the power of d choices (Mitzenmacher 2001; Prequal's probing of a few): for a model that does
+    not read this proxy's in-flight count, score a random subset of 3 candidates, not all, so
+    concurrent deciders spread out while still avoiding the slowest backends (a model that reads
+    it scores every candidate, up to ``max_scored``: its own dispatches move its predictions);
   * an in-flight correction: the cost is ``pred * (1 + inflight_penalty * in_flight)``, which
     reacts to this worker's own dispatches at once, before any agent reports them.
 
@@ -49,7 +50,7 @@ from ..predict import assembler
 from ..predict.decision_budget import DecisionBudget
 from ..predict.feedback import Feedback
 from ..predict.live_accuracy import LiveAccuracy
-from ..predict.min_accuracy import floor_for
+from ..predict.min_accuracy import default_floor
 from ..predict.model_holder import LoadedModel, ModelHolder
 from .base import Endpoint, Policy, RequestInfo
 
@@ -67,19 +68,29 @@ class FeatureSource(Protocol):
     snapshot: Any
 
 
+SAMPLED_CHOICES = 3  # candidates scored when the model cannot see its own dispatches
+IN_FLIGHT_INPUT = "proxy_in_flight"
+
+
 @dataclass(frozen=True, slots=True)
 class PredictedSettings:
-    # Candidates scored per decision (0: all); see "Herding" above. Three, not two: in the
-    # simulator (presage simulate --sweep, sensitivity "choices") scoring 3 candidates let
-    # predicted beat Prequal at almost any accuracy where 2 needed 77%, and on the testbed's full
-    # scenario 3 cut predicted's mean RTT from above peak-EWMA's to 0.88x of it.
-    choices: int = 3
+    # Candidates scored per decision (0: all, up to max_scored); see "Herding" above. None: all
+    # when the model reads this proxy's in-flight count, else SAMPLED_CHOICES. A model that reads
+    # in-flight corrects its own herding at every dispatch (the count it sees rises with each
+    # request it sends), so sampling only throws information away: on the testbed's full scenario
+    # (one proxy, six backends, the same LightGBM bundle and rounds) scoring all six ran at
+    # 0.59x HAProxy's mean RTT and 0.49x its p99, scoring three at 0.69-0.89x and 0.69-0.83x.
+    # A model without it sees nothing move between agent updates and would send every request to
+    # one argmin: it samples. Three, not two: in the simulator (presage simulate --sweep,
+    # sensitivity "choices") scoring 3 let predicted beat Prequal at almost any accuracy where 2
+    # needed 77%.
+    choices: int | None = None
     max_scored: int = 64  # hard cap when choices is 0, so 1,000 backends stay flat
     inflight_penalty: float = 0.0
     stale_after_s: float = 3.0
     ood_tolerance: float = 0.25  # share of the training span allowed beyond min/max
-    # None: the simulator's floor for the loaded bundle (min_accuracy.floor_for: calibrated bundles
-    # measure a higher 1 - MAPE for the same routing, so their floor is higher); 0 turns it off
+    # None: relative to the loaded bundle's held-out accuracy (min_accuracy.default_floor); a number
+    # is an absolute floor (the simulator's: min_accuracy.DEFAULT_MIN_ACCURACY); 0 turns it off
     min_accuracy: float | None = None
     accuracy_window: int = 500
     min_observations: int = 50
@@ -94,7 +105,7 @@ class PredictedSettings:
 
     def __post_init__(self) -> None:
         checks = {
-            "choices": self.choices >= 0 and self.choices != 1,
+            "choices": self.choices is None or (self.choices >= 0 and self.choices != 1),
             "max_scored": self.max_scored >= 2,
             "inflight_penalty": self.inflight_penalty >= 0,
             "stale_after_s": self.stale_after_s > 0,
@@ -217,7 +228,9 @@ class PredictedPolicy:
         # per request kind: per snapshot row, its predictions at in-flight 0..levels-1 (None until
         # first needed), or the request input that puts the kind out of range
         self._tables: dict[tuple[int, float, bool], Table] = {}
-        self._floor = self._floor_for(getattr(holder, "current", None))
+        current = getattr(holder, "current", None)
+        self._floor = self._floor_for(current)
+        self._choices = self._choices_for(current)
         holder.on_swap(self._model_swapped)
 
     # -- the Policy surface ------------------------------------------------------------------
@@ -286,7 +299,7 @@ class PredictedPolicy:
         return {
             "live_accuracy": self.accuracy.accuracy(),
             "observations": self.accuracy.count,
-            "min_accuracy": max(self._floor, 0.0),  # 0: off
+            "min_accuracy": self._floor if self._floor > float("-inf") else None,  # None: off
             "decision_budget_s": self.budget.budget_s,
             "median_rtt_s": self.budget.median_rtt_s,
             "budget_open": self.budget.is_open(now),
@@ -298,7 +311,7 @@ class PredictedPolicy:
 
     # -- internals -----------------------------------------------------------------------------
     def _candidates(self, endpoints: Sequence[Endpoint], rng: random.Random) -> Sequence[Endpoint]:
-        n, d = len(endpoints), self.settings.choices or self.settings.max_scored
+        n, d = len(endpoints), self._choices
         if n <= d:
             return endpoints
         return [endpoints[i] for i in sample_indices(n, d, rng.random)]
@@ -457,13 +470,24 @@ class PredictedPolicy:
         self._bound_snap = self._bound_model = None
         self._tables = {}
         self._floor = self._floor_for(model)
+        self._choices = self._choices_for(model)
+
+    def _choices_for(self, model: LoadedModel | None) -> int:
+        """Candidates scored per decision for ``model`` (see ``PredictedSettings.choices``)."""
+        choices = self.settings.choices
+        if choices is None:
+            reads_in_flight = model is not None and IN_FLIGHT_INPUT in model.feature_names
+            choices = 0 if reads_in_flight else SAMPLED_CHOICES
+        return choices or self.settings.max_scored
 
     def _floor_for(self, model: LoadedModel | None) -> float:
         """The live-accuracy floor in force; a configured 0 turns the safeguard off (1 - MAPE itself
         goes below 0 for a model off by more than 100%, so 'off' must compare below everything)."""
         floor = self.settings.min_accuracy
         if floor is None:
-            floor = floor_for(model.scorer.scale if model is not None else 1.0)
+            if model is None:
+                return float("-inf")  # nothing to measure yet
+            return default_floor(model.accuracy, model.scorer.scale)
         return floor if floor > 0 else float("-inf")
 
     def _fall_back(

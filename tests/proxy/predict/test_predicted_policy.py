@@ -232,19 +232,45 @@ def test_floyd_sampling_makes_every_subset_equally_likely() -> None:
     assert len(counts) == 10 and all(1800 < c < 2200 for c in counts.values())  # 2,000 each
 
 
-def test_the_default_accuracy_floor_follows_the_bundles_calibration(holder: ModelHolder) -> None:
+def test_the_default_accuracy_floor_is_relative_to_the_bundles_held_out_accuracy(holder: ModelHolder) -> None:
     import dataclasses
 
     from predictor_runtime.bundle import load_bundle
     from predictor_runtime.scorer import Scorer
-    from proxy.predict.min_accuracy import CALIBRATED_MIN_ACCURACY, DEFAULT_MIN_ACCURACY
+    from proxy.predict.min_accuracy import CALIBRATED_MIN_ACCURACY, DEFAULT_MIN_ACCURACY, DRIFT_TOLERANCE
 
-    median = holder.current
-    assert median is not None and median.scorer.scale == 1.0  # written without a calibrated scale
+    model = holder.current
+    assert model is not None and model.accuracy is not None and model.scorer.scale == 1.0
     p = policy(holder, Store(snapshot([8, 1, 15, 4])))
+    assert p.describe(NOW)["min_accuracy"] == pytest.approx(model.accuracy - DRIFT_TOLERANCE)
+    # a bundle that carries no held-out accuracy gets the simulator's floor, in its own units
+    holder.swap(dataclasses.replace(model, accuracy=None))
     assert p.describe(NOW)["min_accuracy"] == DEFAULT_MIN_ACCURACY
-    bundle = load_bundle(median.path)
+    bundle = load_bundle(model.path)
     scaled = Scorer(bundle.onnx, bundle.feature_names, bundle.transform, scale=0.7)  # as train ships
-    holder.swap(dataclasses.replace(median, scorer=scaled))
+    holder.swap(dataclasses.replace(model, accuracy=None, scorer=scaled))
     assert p.describe(NOW)["min_accuracy"] == CALIBRATED_MIN_ACCURACY
+    # a configured floor is absolute; 0 turns the safeguard off
     assert policy(holder, Store(snapshot([1])), min_accuracy=0.3).describe(NOW)["min_accuracy"] == 0.3
+    assert policy(holder, Store(snapshot([1])), min_accuracy=0.0).describe(NOW)["min_accuracy"] is None
+
+
+def test_a_model_that_reads_in_flight_scores_every_candidate_others_sample_three(
+    holder: ModelHolder, tmp_path: Any
+) -> None:
+    store = Store(snapshot([8, 1, 15, 4, 9, 12]))
+    blind = PredictedPolicy(holder=holder, features=store, fallback=PeakEwmaPolicy(),
+                            settings=PredictedSettings(min_budget_s=0.01))  # fmt: skip
+    d = blind.decide(endpoints(6), REQ, random.Random(1), NOW)
+    assert d.fallback is None and len(d.scored) == 3  # sees nothing move: the power of 3 choices
+    seeing = ModelHolder()
+    bundle = write_queue_model(tmp_path / "m", in_flight=True)
+    seeing.swap(load_model(bundle, max_batch=64, ood_tolerance=0.25))
+    aware = PredictedPolicy(holder=seeing, features=store, fallback=PeakEwmaPolicy(),
+                            settings=PredictedSettings(min_budget_s=0.01))  # fmt: skip
+    d = aware.decide(endpoints(6), REQ, random.Random(1), NOW)
+    assert d.fallback is None and len(d.scored) == 6 and d.endpoint is not None and d.endpoint.id == "b1"
+    # an explicit setting wins either way
+    sampled = PredictedPolicy(holder=seeing, features=store, fallback=PeakEwmaPolicy(),
+                              settings=PredictedSettings(choices=2, min_budget_s=0.01))  # fmt: skip
+    assert len(sampled.decide(endpoints(6), REQ, random.Random(1), NOW).scored) == 2
