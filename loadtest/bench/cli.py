@@ -196,6 +196,7 @@ async def run(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
         await testbed.stop()
     phases.timing["total_s"] = time.monotonic() - started
     results["timing"] = phases.timing
+    report.write_json(results, settings.out)
     return results
 
 

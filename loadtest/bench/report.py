@@ -52,15 +52,18 @@ def write_outputs(
         log.warning("plots not written: %s: %s", type(exc).__name__, exc)
         results.setdefault("warnings", []).append(f"plots not written: {exc}")
     results["files"] = {k: p.name for k, p in paths.items()}
-    paths["json"] = out / "results.json"
-    paths["json"].write_bytes(
-        orjson.dumps(
-            results, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-        )
-    )
+    paths["json"] = write_json(results, out)
     paths["markdown"] = out / "results.md"
     paths["markdown"].write_text(markdown_document(results))
     return paths
+
+
+def write_json(results: Mapping[str, Any], out: Path) -> Path:
+    """``results.json`` (written again at the very end, when the phases' timing is known)."""
+    path = out / "results.json"
+    option = orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+    path.write_bytes(orjson.dumps(results, option=option))
+    return path
 
 
 def markdown_document(results: Mapping[str, Any]) -> str:

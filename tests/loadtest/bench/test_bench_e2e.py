@@ -56,6 +56,7 @@ async def test_collect_train_and_evaluate_three_policies(tmp_path: Path) -> None
 
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["seeds"] == {"collect": 3, "evaluate": 4}
+    assert on_disk["timing"]["total_s"] > on_disk["timing"]["evaluate_s"] > 0
     assert on_disk["collection"]["ok"] > 0
     assert set(on_disk["calibration"]) == {"b1", "b2"}
     assert all(c["requests"] > 0 and c["overhead_s"] is not None for c in on_disk["calibration"].values())
