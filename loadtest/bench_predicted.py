@@ -4,10 +4,11 @@
 
 1. **Decision time** (in process, the proxy's own ``PredictedPolicy`` on a real onnxruntime
    session): one routing decision (feature assembly + OOD check + one batched model call +
-   choice) for 4, 16, 64 and 1,000 backends, p50/p99 over ``--decisions`` decisions, with the
-   default ``choices=3`` (score three random candidates: constant cost at any pool size) and with
-   ``choices=0`` (score every candidate, capped at ``max_scored=64`` rows, so 1,000 backends cost
-   the same as 64). Targets (issue 5): p99 <= 50 us at 16 backends, <= 100 us at 1,000.
+   choice) for 4, 16, 64 and 1,000 backends, p50/p99 over ``--decisions`` decisions, with
+   ``choices=3`` (score three random candidates: constant cost at any pool size; the default for
+   a model that does not read this proxy's in-flight count) and with ``choices=0`` (score every
+   candidate, capped at ``max_scored=64`` rows, so 1,000 backends cost the same as 64; the default
+   for a model that reads it). Targets (issue 5): p99 <= 50 us at 16 backends, <= 100 us at 1,000.
 2. **Requests/s**: one ``presage proxy`` process (one worker) in front of two tiny loopback
    backends, closed loop from a separate load process (``loadtest.dataplane_load``), with
    ``--policy predicted`` and with ``--policy round_robin``, alternated over ``--rounds``; the
