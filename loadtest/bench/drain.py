@@ -16,18 +16,15 @@ from collections.abc import Callable, Sequence
 
 import aiohttp
 
+from metrics_agent.scrape import parse_text
+
 GAUGE = "presage_backend_in_flight"
 
 
 def in_flight(text: str) -> float | None:
-    """The in-flight gauge from a Prometheus text page (``None`` when absent)."""
-    for line in text.splitlines():
-        if line.startswith(GAUGE) and (line[len(GAUGE)] in " {"):
-            try:
-                return float(line.rsplit(" ", 1)[1])
-            except (ValueError, IndexError):
-                return None
-    return None
+    """The in-flight gauge from a Prometheus text page (``None`` when absent), read by the agent's
+    own scrape parser (``metrics_agent.scrape.parse_text``: labels, comments, malformed lines)."""
+    return parse_text(text, {GAUGE: GAUGE}).get(GAUGE)
 
 
 async def wait_idle(
