@@ -422,7 +422,9 @@ class DataPlane:
             raise
         finally:
             for one in legs:
-                await self._close_leg(one, st)
+                if one.pump is not None:  # only a streamed upload has one: no await otherwise
+                    await _stop(one.pump)
+                self._end_leg(one, st)
 
     async def _open(
         self,
@@ -536,9 +538,8 @@ class DataPlane:
             if unfinished:
                 await asyncio.gather(*unfinished, return_exceptions=True)
 
-    async def _close_leg(self, leg: Leg, st: DataPlaneState) -> None:
-        if leg.pump is not None:
-            await _stop(leg.pump)
+    def _end_leg(self, leg: Leg, st: DataPlaneState) -> None:
+        """Release the leg's connection (pooled only when its exchange finished) and report it."""
         if leg.conn is not None:
             leg.conn.release()
         st.pool.end(leg.route.endpoint, self.clock(), leg.rtt, leg.outcome)
