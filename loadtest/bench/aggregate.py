@@ -88,7 +88,7 @@ def compare(policies: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 # time, which see similar outside load: the ratio of two policies *within* a round is paired, and
 # its median over rounds is what the table and the verdict use. Figures are medians over rounds;
 # counts (requests, errors, drops, fallbacks) are totals, so "zero errors" means zero in every run.
-_SUMMED = frozenset({"count", "ok", "errors", "dropped", "decisions"})
+_SUMMED = frozenset({"count", "ok", "errors", "dropped", "decisions", "table_hits"})
 
 
 def combine_rounds(
@@ -343,9 +343,17 @@ def _predicted_line(p: Mapping[str, Any]) -> str:
         text += f"; decision delay mean {mean_d * 1e6:.0f} us"
         if mean_rtt:
             text += f" = {mean_d / mean_rtt:.2%} of the mean RTT"
-    p99 = proxy.get("decision_p99_le_s")
+    p50, p99 = proxy.get("decision_p50_le_s"), proxy.get("decision_p99_le_s")
+    median_rtt = p["figures"].get("p50_s")
+    if p50 is not None:
+        text += f", median <= {p50 * 1e6:.0f} us"
+        if median_rtt:
+            text += f" (<= {p50 / median_rtt:.2%} of the median RTT)"
     if p99 is not None:
         text += f", p99 <= {p99 * 1e6:.0f} us"
+    hits = proxy.get("table_hits")
+    if hits is not None and proxy.get("decisions"):
+        text += f"; answered from prediction tables {hits / proxy['decisions']:.0%}"
     hedges = proxy.get("hedges") or {}
     if hedges:
         text += "; hedged copies " + ", ".join(f"{k} {v}" for k, v in hedges.items())

@@ -202,7 +202,7 @@ class Phases:
                     text = await proxy.scrape()
                     entry["proxy"] = prom.proxy_figures(text) if text is not None else None
                     if contender.predictive and entry["proxy"] is not None:
-                        entry["proxy"]["ood_features"] = await proxy.ood_features()
+                        entry["proxy"].update(await proxy.model_figures())
         except (ProxyStartError, TargetError) as exc:
             entry.update(status="failed", reason=str(exc)[:600])
             self.progress(f"{contender.name}: FAILED to start: {str(exc)[:300]}")

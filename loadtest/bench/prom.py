@@ -3,8 +3,8 @@
 The figures the issue asks for beside ``predicted``'s latency: live accuracy
 (``presage_live_accuracy_ratio``, rolling 1 - MAPE), fallbacks by reason
 (``presage_fallbacks_total{reason}``) and the decision delay (``presage_decision_duration_seconds``
-histogram: mean = sum / count, and the upper bound of the bucket holding the 99th percentile,
-which is all a histogram can tell).
+histogram: mean = sum / count, and the upper bounds of the buckets holding the median and the
+99th percentile, which is all a histogram can tell).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def proxy_figures(text: str) -> dict[str, Any]:
         "fallback_share": (sum(fallbacks.values()) / decisions) if decisions else None,
         "decisions": decisions,
         "decision_mean_s": d_sum / d_count if d_count else None,
+        "decision_p50_le_s": _bucket_quantile(buckets, 0.50),
         "decision_p99_le_s": _bucket_quantile(buckets, 0.99),
         "requests": int(requests),
         "retries": int(retries),

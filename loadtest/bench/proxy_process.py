@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -106,18 +107,25 @@ class ProxyProcess:
                     return await resp.text()
         return None
 
-    async def ood_features(self) -> dict[str, int]:
-        """``predicted``'s count of OOD fallbacks by the input out of range (admin ``/v1/model``)."""
+    async def model_figures(self) -> dict[str, Any]:
+        """From ``predicted``'s admin ``/v1/model``: its count of OOD fallbacks by the input out of
+        range (``ood_features``) and how many decisions a prediction table answered without
+        scoring (``table_hits``; None when the page has no such count)."""
+        out: dict[str, Any] = {"ood_features": {}, "table_hits": None}
         with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, ValueError):
             async with (
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5.0)) as session,
                 session.get(self.admin_url + "/v1/model") as resp,
             ):
                 if resp.status == 200:
-                    found = _find_key(await resp.json(), "ood_features")
+                    doc = await resp.json()
+                    found = _find_key(doc, "ood_features")
                     if isinstance(found, dict):
-                        return {str(k): int(v) for k, v in found.items()}
-        return {}
+                        out["ood_features"] = {str(k): int(v) for k, v in found.items()}
+                    hits = _find_key(doc, "table_hits")
+                    if isinstance(hits, int):
+                        out["table_hits"] = hits
+        return out
 
     async def stop(self) -> None:
         proc = self.process

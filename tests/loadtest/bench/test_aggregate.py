@@ -35,7 +35,8 @@ def shoot_out() -> list[dict[str, Any]]:
         entry("haproxy_leastconn", 5, 50, errors=100, family="external"),
         entry("predicted", 15, 100, predictive=True,
               proxy={"live_accuracy": 0.81, "fallbacks": {"ood": 12, "stale": 0}, "fallback_share": 0.012,
-                     "decisions": 1000, "decision_mean_s": 60e-6, "decision_p99_le_s": 250e-6}),
+                     "decisions": 1000, "decision_mean_s": 60e-6, "decision_p50_le_s": 20e-6,
+                     "decision_p99_le_s": 250e-6, "table_hits": 900}),
         entry("oracle", 10, 80, family="reference", label="oracle (reference)"),
         {"name": "nginx_least_conn", "label": "NGINX least_conn", "family": "external", "predictive": False,
          "status": "skipped", "reason": "/usr/sbin/nginx not installed", "figures": None, "proxy": None},
@@ -102,6 +103,8 @@ def test_markdown_table_has_a_row_per_policy_and_the_predicted_details() -> None
     assert "| NGINX least_conn | skipped: /usr/sbin/nginx not installed |" in text
     assert "live accuracy 0.810" in text and "ood 12" in text and "stale" not in text
     assert "decision delay mean 60 us = 0.40% of the mean RTT" in text
+    assert "median <= 20 us (<= 0.27% of the median RTT), p99 <= 250 us" in text
+    assert "answered from prediction tables 90%" in text
     assert "predicted / oracle: p99 1.25x, mean 1.50x." in text
     assert (
         "Best non-predictive policy: p99 150.0 ms (least_request), mean 18.0 ms (nginx_random_two)." in text
@@ -134,6 +137,7 @@ def test_proxy_figures_from_a_real_prometheus_exposition() -> None:
     assert figures["decisions"] == 100
     assert figures["fallback_share"] == pytest.approx(0.04)
     assert figures["decision_mean_s"] == pytest.approx((98 * 5e-5 + 2 * 4e-4) / 100)
+    assert figures["decision_p50_le_s"] == pytest.approx(1e-4)
     assert figures["decision_p99_le_s"] == pytest.approx(5e-4)
 
 
