@@ -2,11 +2,15 @@
 
     presage train --data SAMPLES.jsonl [MORE ...] --out DIR [--report DIR] [--budget-frac 0.01]
                   [--seed N] [--families ridge,rf,lgbm,mlp] [--follow ...]
+    presage train --data LATER.jsonl --assess BUNDLE
 
 ``--data`` takes sample files (globs and comma lists too) or a Redis URL (``redis://host:port/db``,
-stream key from ``--stream`` or a ``#KEY`` suffix). Every flag also reads ``PRESAGE_<FLAG>`` from
-the environment (CLI > environment > default). Exit codes: 0 done, 1 the model could not be built
-or exported, 2 bad input (the message names it; nothing is written).
+stream key from ``--stream`` or a ``#KEY`` suffix). ``--assess BUNDLE`` trains nothing: it scores
+every sample of ``--data`` (a later recording) with an existing bundle and prints accuracy, the
+noise check and the decision time as a share of that recording's median RTT (``holdout``). Every
+flag also reads ``PRESAGE_<FLAG>`` from the environment (CLI > environment > default). Exit codes:
+0 done, 1 the model could not be built or exported, 2 bad input (the message names it; nothing is
+written).
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="presage train", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", nargs="+", metavar="SRC", help="samples JSONL file(s), glob, or redis URL")
     p.add_argument("--out", metavar="DIR", help="bundle directory (replaced atomically)")
+    p.add_argument(
+        "--assess", metavar="BUNDLE", help="score --data with this bundle instead of training (held-out run)"
+    )
     p.add_argument("--report", metavar="DIR", help="report directory (default: DIR/report inside the bundle)")
     p.add_argument(
         "--budget-frac", type=float, default=0.01, help="decision time budget / median RTT (<= 0.1)"
@@ -144,14 +151,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse reports usage errors itself, with exit code 2
         return int(exc.code or 0)
-    if not args.data or not args.out:
-        print("presage train: error: --data and --out are required", file=sys.stderr)
+    if not args.data or not (args.out or args.assess):
+        need = "--data and --out are required (with --assess BUNDLE, --data)"
+        print(f"presage train: error: {need}", file=sys.stderr)
         return EXIT_BAD_INPUT
     from predictor_runtime.bundle import BundleError
 
     from .export import ExportError
 
     try:
+        if args.assess:
+            return _assess(args)
         return _follow(args) if args.follow else _train_once(args)
     except TrainInputError as exc:
         print(f"presage train: error: {exc}", file=sys.stderr)
@@ -178,6 +188,13 @@ def _train_once(args: argparse.Namespace) -> int:
         f"{'' if sel.fits_budget else ', EXCEEDED'}); {len(result.features)} inputs\n"
         f"bundle: {args.out}  report: {report}/report.md"
     )
+    return EXIT_OK
+
+
+def _assess(args: argparse.Namespace) -> int:
+    from .holdout import assess_bundle, summary_line
+
+    print(summary_line(assess_bundle(args.assess, args.data, stream=args.stream)))
     return EXIT_OK
 
 
