@@ -251,6 +251,23 @@ def unchanged_rows(old: BoundInputs, new: BoundInputs) -> list[int]:
     return src
 
 
-def request_key(request: RequestInfo) -> tuple[int, float, bool]:
-    """What a tabulated prediction depends on besides the backend row and the in-flight count."""
-    return (request.body_bytes, request.req_class, request.method == "GET")
+def request_key(bound: BoundInputs, request: RequestInfo) -> tuple[float, ...]:
+    """What a tabulated prediction depends on besides the backend row and the in-flight count: the
+    values of the request inputs the model reads (in ``bound.per_request`` order), and nothing it
+    ignores, so that a model blind to body size keeps one table for every upload size."""
+    if not bound.per_request:
+        return ()
+    values = request_features(request.method, request.body_bytes, request.req_class)
+    return tuple([values[d.slot] for d in bound.per_request])
+
+
+def kind_rows(bound: BoundInputs, key: tuple[float, ...], cells: Sequence[tuple[int, int]]) -> np.ndarray:
+    """The model input for table cells of one request kind: per ``(row, in_flight)`` the row's
+    static inputs, the kind's request inputs (``key``, as ``request_key`` made it) and that count.
+    Every value must already be inside the training range (the caller checks)."""
+    x = bound.base[[row for row, _ in cells]]  # a copy: fancy indexing
+    for d, value in zip(bound.per_request, key, strict=True):
+        x[:, d.col] = value
+    if bound.in_flight is not None:
+        x[:, bound.in_flight.col] = [n for _, n in cells]
+    return x

@@ -85,6 +85,7 @@ class PredictionRuntime:
                 raise ValueError("redis: the feature store needs a Redis URL (the CLI starts one)")
             self.redis = async_client(config.redis)
             self.features = FeatureStore(config.redis, [b.id for b in config.backends], metrics=self.metrics)
+            self.features.on_snapshot.append(self._prefill)
             await self.features.start()
             await self._first_features(FIRST_FEATURES_WAIT_S)
             if self._wants_model(config):
@@ -192,6 +193,11 @@ class PredictionRuntime:
                 self.metrics.before_flush.append(policy.feedback.flush)
             self._predicted[key] = policy
         return policy
+
+    def _prefill(self, _snapshot: Any) -> None:
+        """A new snapshot: let each predicted policy score its tables now, between requests."""
+        for policy in self._predicted.values():
+            policy.prefill()
 
     @property
     def snapshot(self) -> Any:

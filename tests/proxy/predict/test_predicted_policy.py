@@ -185,9 +185,9 @@ def test_cached_tables_give_the_model_s_own_predictions(holder: ModelHolder) -> 
     assert len(p._tables) == 2 and p.table_hits == hits + 1
     changed = [*queues[:2], 12.0, *queues[3:]]
     p.features = Store(snapshot(changed))  # ... a change drops the changed backend's row only
-    table = p._tables[(0, 1.0, True)]
+    table = p._tables[(REQ.req_class,)]  # keyed by the request inputs the model reads: its class
     p._bind(model)
-    fresh = p._tables[(0, 1.0, True)]
+    fresh = p._tables[(REQ.req_class,)]
     assert fresh[2] is None and [row for i, row in enumerate(fresh) if i != 2] == [
         row for i, row in enumerate(table) if i != 2
     ]
@@ -210,6 +210,45 @@ def test_a_model_reading_in_flight_answers_from_its_table(tmp_path: Any) -> None
     eps[0].in_flight = 50  # far beyond the in-flight counts seen in training
     assert p.decide(eps, REQ, random.Random(1), NOW).fallback == "ood"
     assert p.ood_features == {"proxy_in_flight": 1}
+
+
+def test_a_model_blind_to_body_size_keeps_one_table_for_every_size(holder: ModelHolder) -> None:
+    p = policy(holder, Store(snapshot([8, 1, 15, 4])))
+    for size in (0, 512, 70_000):
+        p.decide(endpoints(4), RequestInfo("POST", size, 1.0, False), random.Random(1), NOW)
+    assert len(p._tables) == 1 and p.table_hits == 2
+
+
+def test_prefill_scores_changed_rows_before_a_decision_needs_them(tmp_path: Any) -> None:
+    holder = ModelHolder()
+    bundle = write_queue_model(tmp_path / "m", in_flight=True)
+    holder.swap(load_model(bundle, max_batch=64, ood_tolerance=0.25))
+    model = holder.current
+    assert model is not None
+    store = Store(snapshot([1, 3, 2]))
+    p = policy(holder, store)
+    assert p.prefill() == 0  # no request kind seen yet: nothing worth scoring
+    eps = endpoints(3)
+    p.decide(eps, REQ, random.Random(1), NOW)  # a first decision makes this kind's table ...
+    assert p.prefill() == 9  # ... which prefill completes: every row at in-flight 1..3
+    store.snapshot = snapshot([1, 7, 2])  # an agent update changes b1's inputs only
+    scored = p.prefill()
+    assert scored == 4  # b1's row at in-flight 0..3 (the rows of b0 and b2 are carried over)
+    hits = p.table_hits
+    eps[1].in_flight = 2
+    d = p.decide(eps, REQ, random.Random(1), NOW)
+    assert p.table_hits == hits + 1  # answered from the table, no model call
+    names = list(model.feature_names)
+    x = np.zeros((3, len(names)), dtype=np.float32)
+    x[:, names.index("app_queue_length")] = [1, 7, 2]
+    x[:, names.index("req_class")] = REQ.req_class
+    x[:, names.index("proxy_in_flight")] = [0, 2, 0]
+    assert d.preds == pytest.approx(model.scorer.score(x).tolist(), rel=1e-6)  # the model's own
+    assert p.prefill() == 0  # nothing changed since: nothing to score
+    eps[0].in_flight = 5  # deeper than prefilled: scored by the decision, and prefill goes deeper
+    p.decide(eps, REQ, random.Random(1), NOW)
+    store.snapshot = snapshot([2, 7, 2])
+    assert p.prefill() > 4
 
 
 @given(st.lists(st.integers(0, 4).map(float), min_size=2, max_size=9))

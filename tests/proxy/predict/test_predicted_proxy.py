@@ -125,6 +125,31 @@ async def test_routes_to_the_shortest_predicted_queue_and_explains_why(
     await wait_for(moved)
 
 
+async def test_an_agent_update_is_scored_before_the_next_request_needs_it(
+    redis_server: RedisEndpoint, proxy: Any, three: list[str], push: Any, queue_model_dir: Path, client: Any
+) -> None:
+    push({"b1": 10.0, "b2": 0.0, "b3": 15.0})
+    p = await proxy(
+        three, policy="predicted", model=str(queue_model_dir), redis=redis_server.url,
+        explain_header=True, predicted={"choices": 0, **RELAXED},
+    )  # fmt: skip
+    await get_many(client, p.url, 5)  # the first request of its kind scores and keeps a table
+    runtime = p.worker.prediction
+    push({"b1": 0.0, "b2": 18.0, "b3": 15.0})  # two rows change
+
+    async def published() -> bool:
+        snap = runtime.snapshot
+        col = snap.names.index("app_queue_length")
+        return [float(snap.matrix[snap.index[b], col]) for b in ("b1", "b2", "b3")] == [0.0, 18.0, 15.0]
+
+    await wait_for(published)
+    hits = (await model_json(client, p.admin))["predicted"]["table_hits"]
+    responses = await get_many(client, p.url, 1)
+    assert responses[0].headers["x-presage-backend"] == "b1"  # the update routes at once ...
+    # ... from predictions scored when the snapshot arrived, not by the request
+    assert (await model_json(client, p.admin))["predicted"]["table_hits"] == hits + 1
+
+
 async def test_without_fresh_features_it_falls_back_and_counts_why(
     redis_server: RedisEndpoint, proxy: Any, three: list[str], queue_model_dir: Path, client: Any
 ) -> None:

@@ -81,6 +81,28 @@ def test_tables_choose_as_direct_scoring(bundle: Path) -> None:
     assert p.table_hits > 50  # lookups, once every candidate's count had been scored on this snapshot
 
 
+def test_prefilled_tables_answer_as_direct_scoring(bundle: Path) -> None:
+    rng = np.random.default_rng(5)
+    eps = [Endpoint(f"b{i}", f"http://127.0.0.1:{9000 + i}") for i in range(6)]
+    queues = rng.integers(0, 21, 6).tolist()
+    store = Store(snapshot(queues))
+    p = policy(holder_for(bundle), store)
+    prefilled = 0
+    for trial in range(200):
+        if trial % 5 == 4:  # an agent update changes one backend's inputs; prefill runs between requests
+            queues[int(rng.integers(0, 6))] = int(rng.integers(0, 21))
+            store.snapshot = snapshot(queues)
+            prefilled += p.prefill()
+        for ep in eps:
+            ep.in_flight = int(rng.integers(0, 4))
+        request = RequestInfo("GET", 0, float(rng.integers(0, 3)), True)
+        d = p.decide(eps, request, random.Random(trial), NOW)
+        want = direct(p, eps, request)
+        assert d.fallback is None and d.preds == pytest.approx(want, rel=1e-5)
+        assert d.endpoint is eps[int(np.argmin(want))]
+    assert prefilled > 0 and p.table_hits > 150  # most decisions read cells prefill had scored
+
+
 def test_a_random_few_are_looked_up_as_they_are_scored(bundle: Path) -> None:
     rng = np.random.default_rng(4)
     eps = [Endpoint(f"b{i}", f"http://127.0.0.1:{9000 + i}") for i in range(40)]
