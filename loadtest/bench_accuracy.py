@@ -154,6 +154,7 @@ async def _collect(phases: Phases, workloads: list[Any], name: str) -> dict[str,
     with contextlib.suppress(OSError):
         log.replace(log.with_name(f"proxy-collect-{name}.log"))
     figures["seeds"] = [w.seed for w in workloads]
+    figures["collect_s"] = phases.timing.get("collect_s")  # the phases' own entry is the latest run's
     figures["samples_file"] = str(kept)
     return figures
 
