@@ -471,14 +471,14 @@ class DataPlane:
         hedge = st.hedge
         if hedge is None or ticket is None or streamed or not info.idempotent:
             return None
-        decision = ticket.decision
+        decision = st.tap.decision_of(ticket)  # type: ignore[union-attr]
         if decision is None or decision.fallback is not None or decision.runner_up is None:
             return None
         predicted = decision.predicted_s
         if not predicted > 0.0:  # NaN or nothing
             return None
         second = st.routes.get(decision.runner_up.id)
-        if second is None or second.endpoint is ticket.backend:
+        if second is None or second.endpoint is decision.endpoint:
             return None
         return second, hedge.delay_s(predicted)
 

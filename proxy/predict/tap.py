@@ -12,7 +12,13 @@ arrived or it failed. In between the ``Ticket`` carries what the decision knew:
 
 Everything here is O(candidates) arithmetic on objects that already exist; gauges are copied at
 1 Hz by ``sync`` rather than set per request, and the ``predicted`` policy's feedback (RTT median,
-live accuracy, prediction error) is handed over in batches (``proxy.predict.feedback``).
+live accuracy, prediction error, the latest prediction per backend) is handed over in batches
+(``proxy.predict.feedback``).
+
+The common case, ``--policy predicted`` with no shadow, exploration or recording, allocates
+nothing: the ticket is the policy's own ``Decision`` (it already names the backend), and
+``completed`` appends it to the feedback batch. Every other case carries a ``Ticket``;
+``decision_of`` reads the decision from either.
 """
 
 from __future__ import annotations
@@ -76,7 +82,8 @@ class DecisionTap:
         self.prediction_error: BatchedHistogram = metrics.batched_prediction_error
         if predicted is not None:
             predicted.feedback.histogram = self.prediction_error
-        self.last_prediction: dict[str, float] = {}  # backend -> latest prediction, for the gauge
+        # only the live policy's decision travels with a try: the ticket can be the Decision itself
+        self._plain = predicted is not None and shadow is None and explore is None and recorder is None
         self.shadow_choices: dict[str, int] = {}
         self.shadow_agreed = 0
         self.shadow_total = 0
@@ -90,9 +97,13 @@ class DecisionTap:
         info: RequestInfo,
         request_id: str,
         now: float,
-    ) -> Ticket | None:
-        """``pool``'s eligible endpoints are the candidates a recorded sample lists; they are only
-        looked up for the sampled requests."""
+    ) -> Ticket | Decision | None:
+        """What ``completed`` needs about this try: the policy's ``Decision`` alone when nothing
+        else is tracked, else a ``Ticket``. ``pool``'s eligible endpoints are the candidates a
+        recorded sample lists; they are only looked up for the sampled requests."""
+        if self._plain:
+            last = self.predicted.last  # type: ignore[union-attr]
+            return last if last.endpoint is ep else None
         explored = self.explore.explored if self.explore is not None else False
         decision = None
         if self.predicted is not None and not explored:
@@ -104,20 +115,22 @@ class DecisionTap:
         recorder = self.recorder
         if recorder is not None and recorder.wants(self.rng.random()):
             pending = self._pending(ep, pool.eligible(now), info, request_id, now, explored)
-        if decision is None and shadow is None and pending is None:
-            return None
+        if decision is None and shadow is None and pending is None and not explored:
+            return None  # (an explored try keeps its ticket: the explain header says so)
         return Ticket(ep, decision, shadow, pending, explored)
 
-    def completed(self, ticket: Ticket, rtt_s: float, ok: bool, status: int) -> None:
-        ep = ticket.backend
-        decision = ticket.decision
+    def completed(self, ticket: Ticket | Decision, rtt_s: float, ok: bool, status: int) -> None:
         # failed tries are not evidence (``PredictedPolicy.observe``): a refused connection's RTT
         # says nothing about service time
+        if ticket.__class__ is Decision:
+            if ok:
+                self.predicted.feedback.add(ticket, rtt_s)  # type: ignore[union-attr, arg-type]
+            return
+        assert isinstance(ticket, Ticket)
+        ep = ticket.backend
+        decision = ticket.decision
         if decision is not None and ok and self.predicted is not None:
-            predicted_s = decision.predicted_s
-            self.predicted.feedback.add(predicted_s, rtt_s)
-            if predicted_s == predicted_s and rtt_s > 0.0:  # not NaN: the model scored it
-                self.last_prediction[ep.id] = predicted_s
+            self.predicted.feedback.add(decision, rtt_s)
         shadow = ticket.shadow
         if shadow is not None and self.shadow is not None:
             self.shadow.shadow.observe(shadow.prediction_for(ep), rtt_s, ok)
@@ -129,13 +142,20 @@ class DecisionTap:
         if ticket.pending is not None and self.recorder is not None:
             self.recorder.complete(ticket.pending, rtt_s, status)
 
-    def explain(self, ticket: Ticket | None) -> bytes:
+    @staticmethod
+    def decision_of(ticket: Ticket | Decision | None) -> Decision | None:
+        """The live policy's decision for the try ``ticket`` stands for, if it made one."""
+        if ticket is None or ticket.__class__ is Decision:
+            return ticket  # type: ignore[return-value]
+        return ticket.decision  # type: ignore[union-attr]
+
+    def explain(self, ticket: Ticket | Decision | None) -> bytes:
         """The ``x-presage-decision`` value: chosen backend, its prediction, runner-up, reason."""
         if ticket is None:
             return b"policy=" + self.policy_name.encode()
-        if ticket.explored:
+        if ticket.__class__ is Ticket and ticket.explored:  # type: ignore[union-attr]
             return b"reason=explore"
-        d = ticket.decision
+        d = self.decision_of(ticket)
         if d is None:
             return b"policy=" + self.policy_name.encode()
         parts = [f"reason={'fallback:' + d.fallback if d.fallback else 'model'}"]
@@ -155,7 +175,7 @@ class DecisionTap:
             acc = self.predicted.accuracy.accuracy()
             if acc is not None:
                 m.live_accuracy.set(acc)
-            for backend, value in self.last_prediction.items():
+            for backend, value in self.predicted.feedback.latest.items():
                 m.predicted_latency.labels(backend).set(value)
         if self.shadow is not None:
             acc = self.shadow.shadow.accuracy.accuracy()

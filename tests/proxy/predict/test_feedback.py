@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proxy.balancer.endpoint import Endpoint
 from proxy.balancer.peak_ewma import PeakEwmaPolicy
-from proxy.balancer.predicted import PredictedPolicy, PredictedSettings
+from proxy.balancer.predicted import Decision, PredictedPolicy, PredictedSettings
 from proxy.metrics import Metrics
 from proxy.predict.feedback import Feedback
 from proxy.predict.live_accuracy import LiveAccuracy
@@ -20,6 +21,13 @@ from proxy.predict.model_holder import ModelHolder
 
 class NoFeatures:
     snapshot = None
+
+
+B1, B2 = Endpoint("b1", "http://127.0.0.1:1"), Endpoint("b2", "http://127.0.0.1:2")
+
+
+def decided(predicted_s: float, ep: Endpoint = B1) -> Decision:
+    return Decision(ep, predicted_s=predicted_s)
 
 
 def fresh_policy() -> PredictedPolicy:
@@ -49,7 +57,7 @@ def test_batches_give_what_per_try_calls_give(n: int, size: int, seed: int) -> N
         ape = one.observe(pred, rtt, True)
         if ape is not None:
             m1.batched_prediction_error.observe(ape)
-        feedback.add(pred, rtt)
+        feedback.add(decided(pred), rtt)
     feedback.flush()
     assert batched.accuracy.count == one.accuracy.count and batched.accuracy.total == one.accuracy.total
     assert batched.accuracy.value == pytest.approx(one.accuracy.accuracy(), abs=1e-9)
@@ -66,7 +74,7 @@ def test_pending_feedback_reaches_the_histogram_before_a_scrape() -> None:
     feedback = Feedback(policy, metrics.batched_prediction_error, size=64)
     metrics.before_flush.append(feedback.flush)
     for _ in range(3):
-        feedback.add(0.011, 0.010)
+        feedback.add(decided(0.011), 0.010)
     assert b"presage_prediction_error_ratio_count 3.0" in metrics.render()
     assert policy.accuracy.count == 3
 
@@ -90,7 +98,20 @@ def test_a_window_overrun_by_one_batch_keeps_its_last_entries() -> None:
 def test_a_model_swap_applies_pending_feedback_to_the_old_window_then_resets() -> None:
     policy = fresh_policy()
     for _ in range(10):
-        policy.feedback.add(0.010, 0.010)
+        policy.feedback.add(decided(0.010), 0.010)
     assert policy.accuracy.count == 0  # still pending
     policy.holder.swap(None)
     assert policy.accuracy.count == 0 and policy.accuracy.total == 10 and policy.feedback.rtts == []
+
+
+def test_the_latest_scored_prediction_per_backend_is_kept_for_the_gauge() -> None:
+    policy = fresh_policy()
+    feedback = Feedback(policy, None, size=4)
+    for pred, ep, rtt in [(0.010, B1, 0.01), (0.020, B2, 0.01), (0.011, B1, 0.01), (math.nan, B1, 0.01)]:
+        feedback.add(decided(pred, ep), rtt)  # the fourth fills the batch: applied now
+    assert feedback.latest == {"b1": 0.011, "b2": 0.020}  # a NaN (not scored) changes nothing
+    feedback.add(decided(0.030, B2), 0.0)  # no usable RTT: no evidence either
+    feedback.add(decided(0.012, B1), 0.01)
+    assert feedback.latest == {"b1": 0.011, "b2": 0.020}  # pending until the next flush
+    feedback.flush()
+    assert feedback.latest == {"b1": 0.012, "b2": 0.020}
