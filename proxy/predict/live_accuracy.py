@@ -56,11 +56,13 @@ class LiveAccuracy:
         return ape
 
     def apes(self, predicted_s: np.ndarray, observed_s: np.ndarray) -> np.ndarray:
-        """The clipped absolute percentage errors of the usable pairs (as ``record`` filters them)."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            usable = (observed_s > 0.0) & np.isfinite(predicted_s) & np.isfinite(observed_s)
-            o = observed_s[usable]
-            return np.minimum(np.abs(predicted_s[usable] - o) / o, self.max_ape)
+        """The clipped absolute percentage errors of the usable pairs (as ``record`` filters them).
+
+        The unusable pairs are dropped before any arithmetic, so no NaN, infinity or zero divisor
+        is ever computed on (and no ``errstate``, which costs more than the arithmetic, is needed)."""
+        usable = (observed_s > 0.0) & np.isfinite(predicted_s) & np.isfinite(observed_s)
+        o = observed_s[usable]
+        return np.minimum(np.abs(predicted_s[usable] - o) / o, self.max_ape)
 
     def record_many(self, predicted_s: np.ndarray, observed_s: np.ndarray) -> np.ndarray:
         """``record`` for every pair, in order, in one pass; returns the errors of the usable ones."""
@@ -68,15 +70,18 @@ class LiveAccuracy:
         m = len(apes)
         if not m:
             return apes
-        window = len(self._errors)
+        errors = self._errors
+        window = len(errors)
         self.total += m
-        tail = apes[-window:].tolist()  # only the last ``window`` can still be in it
-        for ape in tail:  # plain list stores: ~30 ns each, no numpy scalars in the buffer
-            self._errors[self._next] = ape
-            self._next = self._next + 1 if self._next + 1 < window else 0
-        self._n = min(self._n + len(tail), window)
-        # summed afresh over the window: no running-sum drift, and exact whatever was overwritten
-        self._sum = math.fsum(self._errors) if self._n == window else math.fsum(self._filled())
+        tail = apes[-window:].tolist()  # only the last ``window`` can still be in it: plain floats
+        k, start = len(tail), self._next
+        first = min(k, window - start)  # up to the end of the ring, the rest from its start
+        errors[start : start + first] = tail[:first]
+        errors[: k - first] = tail[first:]
+        self._next = (start + k) % window
+        self._n = min(self._n + k, window)
+        # summed afresh over the window: no running-sum drift, whatever was overwritten
+        self._sum = sum(errors) if self._n == window else sum(self._filled())
         self._refresh()
         return apes
 
