@@ -18,7 +18,11 @@
    (``min_accuracy: 0``; the loopback backends answer in ~0.1 ms, far from any RTT a testbed model
    predicts, so it would route nearly every request by peak-EWMA) so that every request takes the
    model path being measured; live accuracy and prediction error are still recorded per request.
-   Target: ``predicted`` keeps >= 90% of ``round_robin``'s requests/s.
+   Target: ``predicted`` keeps >= 90% of ``round_robin``'s requests/s. Beside requests/s each run
+   reports the worker's CPU per request (``cpu_us_per_request``): utime + stime of the proxy
+   process (``/proc/<pid>/stat``) over the load run divided by the requests it answered over the
+   same window (``presage_requests_total`` read before and after), so the gap shows in CPU as
+   well, where the load generator and the backends sharing the cores blur it less.
 
 Decision times are measured on a fixed snapshot (``p50_us``/``p99_us``) and with a new snapshot
 every ``--churn`` decisions (``churn_p99_us``): the feature store publishes one per accepted vector
@@ -38,6 +42,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
+import os
 import random
 import statistics
 import subprocess
@@ -229,32 +235,107 @@ def proxy(
         yield addresses
 
 
+def process_cpu_s(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of process ``pid`` so far, all its threads (``/proc/<pid>/stat``
+    fields 14 and 15, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def requests_answered(metrics_text: str) -> float:
+    """The sum of every ``presage_requests_total`` series in a ``/metrics`` page."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics_text.splitlines()
+        if line.startswith("presage_requests_total{")
+    )
+
+
+def backend_shares(metrics_text: str) -> dict[str, float]:
+    """Each backend's share of the answered requests (routing differs between the policies)."""
+    counts: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        if line.startswith('presage_requests_total{backend="'):
+            backend = line.split('"', 2)[1]
+            counts[backend] = counts.get(backend, 0.0) + float(line.rsplit(" ", 1)[1])
+    total = sum(counts.values())
+    return {b: n / total for b, n in sorted(counts.items())} if total else {}
+
+
+def metrics_text(admin: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{admin}/metrics", timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+def measured_run(address: str, admin: str, settings: Settings) -> dict[str, Any]:
+    """One closed-loop run, with the worker's CPU per answered request over the same window."""
+    pid = int(admin_json(admin, "/v1/backends")["worker_pid"])
+    before = metrics_text(admin)  # read before the CPU: the scrape's own cost stays outside
+    user0, sys0 = process_cpu_s(pid)
+    result = load([address], settings)
+    user1, sys1 = process_cpu_s(pid)
+    after = metrics_text(admin)
+    answered = requests_answered(after) - requests_answered(before)
+    per = 1e6 / answered if answered else math.nan
+    result["cpu_us_per_request"] = ((user1 - user0) + (sys1 - sys0)) * per
+    result["user_us_per_request"] = (user1 - user0) * per
+    result["system_us_per_request"] = (sys1 - sys0) * per
+    result["answered"] = answered
+    result["backend_shares"] = backend_shares(after)
+    return result
+
+
 def throughput(bundle_dir: Path, rounds: int, duration_s: float, workdir: Path) -> dict[str, Any]:
     from proxy.redis_conn import start_embedded
 
     bundle = load_bundle(bundle_dir)
     values = typical_vector(bundle, schema.feature_names(schema.DEFAULT_WINDOWS))
     settings = Settings(duration_s=duration_s, connections=32)
-    rps: dict[str, list[float]] = {"predicted": [], "round_robin": []}
+    policies = ("predicted", "round_robin")
+    runs: dict[str, list[dict[str, Any]]] = {p: [] for p in policies}
     fallbacks: list[dict[str, int]] = []
     with start_embedded(workdir / "redis") as redis_server, backend_processes(2) as addresses:
         urls = [f"http://{a}" for a in addresses]
         with VectorPusher(redis_server.url, ["b1", "b2"], values):
             for round_ in range(rounds):
-                order = ("predicted", "round_robin") if round_ % 2 == 0 else ("round_robin", "predicted")
-                for policy in order:
+                for policy in policies if round_ % 2 == 0 else policies[::-1]:
                     with proxy(urls, policy, redis_server.url, bundle_dir, workdir) as (address, admin):
-                        result = load([address], settings)
+                        result = measured_run(address, admin, settings)
                         if policy == "predicted":
                             info = admin_json(admin, "/v1/model")
                             fallbacks.append(info.get("predicted", {}).get("fallbacks", {}))
-                    rps[policy].append(float(result["rps"]))
-                    print(f"  round {round_ + 1} {policy:12s} {result['rps']:8.0f} req/s", flush=True)
+                    runs[policy].append(result)
+                    shares = " ".join(f"{b} {v:.0%}" for b, v in result["backend_shares"].items())
+                    print(f"  round {round_ + 1} {policy:12s} {result['rps']:8.0f} req/s  "
+                          f"{result['cpu_us_per_request']:6.1f} us CPU/request "
+                          f"(user {result['user_us_per_request']:.1f}, system "
+                          f"{result['system_us_per_request']:.1f})  {shares}", flush=True)  # fmt: skip
+    return summarise(runs, fallbacks)
+
+
+def summarise(runs: dict[str, list[dict[str, Any]]], fallbacks: list[dict[str, int]]) -> dict[str, Any]:
+    """Medians per policy, and the medians of the per-round pairs (the same round's two runs
+    share the machine's state, so their ratio and difference are less noisy than the medians')."""
+    pred, rr = runs["predicted"], runs["round_robin"]
+    rps = {p: [float(r["rps"]) for r in rs] for p, rs in runs.items()}
+    cpu = {p: [float(r["cpu_us_per_request"]) for r in rs] for p, rs in runs.items()}
     med = {k: statistics.median(v) for k, v in rps.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    pairs = list(zip(pred, rr, strict=True))
     return {
         "rounds": rps,
         "median_rps": med,
         "ratio": med["predicted"] / med["round_robin"],
+        "paired_ratio": statistics.median(p["rps"] / r["rps"] for p, r in pairs),
+        "cpu_us_per_request": cpu,
+        "median_cpu_us_per_request": med_cpu,
+        "paired_cpu_gap_us": statistics.median(
+            p["cpu_us_per_request"] - r["cpu_us_per_request"] for p, r in pairs
+        ),
+        "runs": runs,
         "predicted_fallbacks": fallbacks,
     }
 
@@ -287,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "p99_1000_ok": by[(1000, 3)]["p99_us"] <= TARGET_P99_1000_S * 1e6,
         "rps_ratio": tput["ratio"],
         "rps_ratio_ok": tput["ratio"] >= TARGET_RPS_RATIO,
+        "cpu_gap_us_per_request": tput["paired_cpu_gap_us"],
     }
     churn_head = f"p99, new snapshot / {args.churn}"
     print(f"\n| backends | scored rows | decision p50 (us) | decision p99 (us) | {churn_head} |")
@@ -300,9 +382,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{r['churn_p99_us']:.1f}",
         )
         print("| " + " | ".join(str(c) for c in cells) + " |")
-    med = tput["median_rps"]
+    med, cpu = tput["median_rps"], tput["median_cpu_us_per_request"]
     print(f"\nreq/s (median of {args.rounds}): predicted {med['predicted']:.0f}, round_robin "
-          f"{med['round_robin']:.0f}, ratio {tput['ratio']:.2f} (target >= {TARGET_RPS_RATIO})")  # fmt: skip
+          f"{med['round_robin']:.0f}, ratio {tput['ratio']:.2f}, paired ratio "
+          f"{tput['paired_ratio']:.2f} (target >= {TARGET_RPS_RATIO})")  # fmt: skip
+    gap = tput["paired_cpu_gap_us"]
+    print(f"proxy CPU per request (median of {args.rounds}): predicted {cpu['predicted']:.1f} us, "
+          f"round_robin {cpu['round_robin']:.1f} us, paired gap {gap:+.1f} us")  # fmt: skip
     print(f"verdict: {json.dumps(verdict)}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
