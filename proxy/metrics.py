@@ -147,7 +147,7 @@ class BufferedHistogram(BatchedHistogram):
     def __init__(self, child: Histogram) -> None:
         super().__init__(child)
         self.values: list[float] = []
-        self.observe: Callable[[float], None] = self.values.append  # type: ignore[misc]
+        self.observe: Callable[[float], None] = self.values.append  # type: ignore[assignment]
 
     def bucket(self) -> None:
         """Move the buffered values into ``counts``/``total`` (what ``observe`` would have done)."""
