@@ -237,6 +237,7 @@ class PredictedPolicy:
         # first needed), or the request input that puts the kind out of range
         self._tables: dict[tuple[float, ...], Table] = {}
         self._depth = PREFILL_DEPTH  # in-flight counts ``prefill`` scores per row (grows with use)
+        self._refill: dict[tuple[float, ...], list[int]] = {}  # per kind: rows for ``prefill``
         current = getattr(holder, "current", None)
         self._floor = self._floor_for(current)
         self._choices = self._choices_for(current)
@@ -444,37 +445,33 @@ class PredictedPolicy:
         """Score the table cells decisions are about to read, so that they read instead of score.
 
         Called when the feature store publishes a snapshot (``on_snapshot``), i.e. between
-        requests: binds the new plan and fills, in one onnxruntime call, every empty cell of each
-        request kind already seen, for the rows whose inputs changed, at in-flight 0..depth-1
-        (``depth`` follows the deepest count decisions asked for). A request then finds its
-        predictions in the table, and the decision costs list lookups rather than a model call.
+        requests: binds the new plan and, in one onnxruntime call per request kind, scores again
+        the rows decisions had been reading whose inputs the update changed, at in-flight
+        0..depth-1 (``depth`` follows the deepest count decisions asked for). A request then finds
+        its predictions in the table, and the decision costs list lookups rather than a model call.
         A tree ensemble's call is ~10 us while its nodes sit in the CPU cache, but a busy proxy
         reaches it with a cold cache, where the same call took ~100 us on this machine and most of
-        a decision's 200-300 us on the testbed. Returns the number of cells scored."""
+        a decision's 200-300 us on the testbed. Rows no decision has read (most of a large pool
+        sampled a few at a time) are left to the decisions that need them: the work here follows
+        what changed, not the pool's size. Returns the number of cells scored."""
         model = self.holder.current
         if model is None or not self._tables:
             return 0
         bound = self._bind(model)
-        if bound is None or not bound.levels:
+        refill, self._refill = self._refill, {}
+        if bound is None or not bound.levels or not refill:
             return 0
         flight = bound.in_flight
         depth = min(self._depth, bound.levels) if flight is not None else 1
         counts = [n for n in range(depth) if flight is None or flight.lo <= n <= flight.hi]
         scored = 0
-        for key, table in list(self._tables.items())[-PREFILL_KINDS:]:  # dicts keep insertion order
+        for key, rows in list(refill.items())[-PREFILL_KINDS:]:  # dicts keep insertion order
+            table = self._tables.get(key)
             if table.__class__ is not list:  # this kind is out of range: nothing to score
                 continue
-            rows = [
-                row
-                for row in range(len(table))
-                if bound.static_ok[row] and bound.sample_ts[row] == bound.sample_ts[row]  # has a vector
-            ]
-            cells = [  # lowest counts first: the most often read, and kept when the cap cuts
-                (row, n)
-                for n in counts
-                for row in rows
-                if table[row] is None or table[row][n] != table[row][n]  # type: ignore[index]
-            ]
+            ok, ts = bound.static_ok, bound.sample_ts
+            usable = [row for row in rows if ok[row] and ts[row] == ts[row]]  # in range, has a vector
+            cells = [(row, n) for n in counts for row in usable]  # lowest counts first: read most
             cells = cells[: MAX_PREFILL_CELLS - scored]
             if not cells:
                 continue
@@ -509,6 +506,7 @@ class PredictedPolicy:
             model.feature_names, model.guard, snap.names, snap.backend_ids, snap.matrix, sample_ts
         )
         old = self._bound if model is self._bound_model else None
+        self._refill = {}  # row numbers of the previous plan: void now
         self._tables = self._carried_tables(old, bound) if old is not None else {}
         self._bound, self._bound_snap, self._bound_model = bound, snap, model
         if bound.missing and (old is None or old.missing != bound.missing):
@@ -521,12 +519,18 @@ class PredictedPolicy:
         if old.levels != new.levels or not self._tables:
             return {}
         same = assembler.unchanged_rows(old, new)
+        before = [old.row_of.get(bid, -1) for bid in new.row_of]  # the backend's row in the old plan
         carried: dict[Any, Table] = {}
         for key, table in self._tables.items():
             if table.__class__ is not list:  # a request kind out of range stays so (same model)
                 carried[key] = table
                 continue
             carried[key] = [None if src < 0 else table[src] for src in same]  # type: ignore[index]
+            # rows decisions had used whose inputs changed: what ``prefill`` scores again
+            dropped = [i for i, (src, prev) in enumerate(zip(same, before, strict=True))
+                       if src < 0 <= prev and table[prev] is not None]  # type: ignore[index]  # fmt: skip
+            if dropped:
+                self._refill[key] = dropped
         return carried
 
     def _model_swapped(self, model: LoadedModel | None) -> None:
@@ -537,6 +541,7 @@ class PredictedPolicy:
         self._bound_snap = self._bound_model = None
         self._tables = {}
         self._request = None  # its key was made for the old model's inputs
+        self._refill = {}
         self._depth = PREFILL_DEPTH
         self._floor = self._floor_for(model)
         self._choices = self._choices_for(model)

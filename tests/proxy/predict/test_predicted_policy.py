@@ -225,18 +225,17 @@ def test_prefill_scores_changed_rows_before_a_decision_needs_them(tmp_path: Any)
     holder.swap(load_model(bundle, max_batch=64, ood_tolerance=0.25))
     model = holder.current
     assert model is not None
-    store = Store(snapshot([1, 3, 2]))
+    store = Store(snapshot([1, 3, 2, 5]))
     p = policy(holder, store)
     assert p.prefill() == 0  # no request kind seen yet: nothing worth scoring
-    eps = endpoints(3)
-    p.decide(eps, REQ, random.Random(1), NOW)  # a first decision makes this kind's table ...
-    assert p.prefill() == 9  # ... which prefill completes: every row at in-flight 1..3
-    store.snapshot = snapshot([1, 7, 2])  # an agent update changes b1's inputs only
-    scored = p.prefill()
-    assert scored == 4  # b1's row at in-flight 0..3 (the rows of b0 and b2 are carried over)
+    eps = endpoints(4)
+    p.decide(eps[:3], REQ, random.Random(1), NOW)  # decisions read b0..b2; b3 is never a candidate
+    assert p.prefill() == 0  # nothing changed: nothing to score again
+    store.snapshot = snapshot([1, 7, 2, 6])  # an agent update changes b1's and b3's inputs
+    assert p.prefill() == 4  # b1's row at in-flight 0..3; b3's row was never read: left alone
     hits = p.table_hits
     eps[1].in_flight = 2
-    d = p.decide(eps, REQ, random.Random(1), NOW)
+    d = p.decide(eps[:3], REQ, random.Random(1), NOW)
     assert p.table_hits == hits + 1  # answered from the table, no model call
     names = list(model.feature_names)
     x = np.zeros((3, len(names)), dtype=np.float32)
@@ -244,10 +243,10 @@ def test_prefill_scores_changed_rows_before_a_decision_needs_them(tmp_path: Any)
     x[:, names.index("req_class")] = REQ.req_class
     x[:, names.index("proxy_in_flight")] = [0, 2, 0]
     assert d.preds == pytest.approx(model.scorer.score(x).tolist(), rel=1e-6)  # the model's own
-    assert p.prefill() == 0  # nothing changed since: nothing to score
+    assert p.prefill() == 0
     eps[0].in_flight = 5  # deeper than prefilled: scored by the decision, and prefill goes deeper
-    p.decide(eps, REQ, random.Random(1), NOW)
-    store.snapshot = snapshot([2, 7, 2])
+    p.decide(eps[:3], REQ, random.Random(1), NOW)
+    store.snapshot = snapshot([2, 7, 2, 6])
     assert p.prefill() > 4
 
 
