@@ -26,8 +26,11 @@
 
 Decision times are measured on a fixed snapshot (``p50_us``/``p99_us``) and with a new snapshot
 every ``--churn`` decisions (``churn_p99_us``): the feature store publishes one per accepted vector
-(16 backends whose agents push every second: 16 a second, one per few hundred decisions), and the
-first decisions on a new snapshot rebind its columns and, for tabulated models, fill table rows.
+(16 backends whose agents push every second: 16 a second, one per few hundred decisions). Each
+churned snapshot changes one backend's vector and is followed by ``prefill``, as the proxy's
+runtime does when the store publishes (``prefill_p50_us``: binding the new snapshot's columns and,
+for tabulated models, scoring the changed rows, between requests); decisions that find a cell
+empty still score it themselves.
 
 The decision time's share of the RTT on the testbed is reported by ``presage bench`` (it scrapes
 the proxy's decision-duration histogram during the shoot-out); here the trivial backends answer in
@@ -150,9 +153,16 @@ def decision_times(bundle_dir: Path, decisions: int, seed: int, churn: int) -> l
                     raise RuntimeError(f"decision fell back ({d.fallback}): this measures the model path")
                 if i >= 500:  # the first decisions warm caches and ORT's arenas
                     durations[i - 500] = d.duration_s
+            prefills = []
             for i in range(decisions):
-                if i % churn == 0:
-                    Store.snapshot = fixed_snapshot(names, ids, matrix, now)
+                if i % churn == 0:  # an agent update changes one backend's vector; the store
+                    # publishes a snapshot and the proxy's runtime calls ``prefill`` between requests
+                    changed = matrix.copy()
+                    changed[int(rng.integers(0, n))] *= np.float32(rng.uniform(0.8, 1.2))
+                    Store.snapshot = fixed_snapshot(names, ids, changed, now)
+                    started = time.perf_counter()
+                    policy.prefill()
+                    prefills.append(time.perf_counter() - started)
                 churned[i] = policy.decide(endpoints, request, pick_rng, 1000.0).duration_s
             scored = min(n, choices or settings.max_scored)
             rows.append(
@@ -166,11 +176,14 @@ def decision_times(bundle_dir: Path, decisions: int, seed: int, churn: int) -> l
                     "churn_every": churn,
                     "churn_p50_us": float(np.percentile(churned, 50) * 1e6),
                     "churn_p99_us": float(np.percentile(churned, 99) * 1e6),
+                    "prefill_p50_us": float(np.percentile(prefills, 50) * 1e6),
+                    "prefill_max_us": float(np.max(prefills) * 1e6),
                 }
             )
             r = rows[-1]
             print(f"  decision n={n:5d} choices={choices}: p50 {r['p50_us']:6.1f} us  "
-                  f"p99 {r['p99_us']:6.1f} us  (new snapshot every {churn}: p99 {r['churn_p99_us']:6.1f} us)",
+                  f"p99 {r['p99_us']:6.1f} us  (new snapshot every {churn}: p99 {r['churn_p99_us']:6.1f} us, "
+                  f"prefill p50 {r['prefill_p50_us']:6.1f} us)",
                   flush=True)  # fmt: skip
     return rows
 
@@ -371,8 +384,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpu_gap_us_per_request": tput["paired_cpu_gap_us"],
     }
     churn_head = f"p99, new snapshot / {args.churn}"
-    print(f"\n| backends | scored rows | decision p50 (us) | decision p99 (us) | {churn_head} |")
-    print("|---:|---:|---:|---:|---:|")
+    print(f"\n| backends | scored rows | decision p50 (us) | decision p99 (us) | {churn_head} "
+          "| prefill p50 (us) |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|")
     for r in decisions:
         cells = (
             r["backends"],
@@ -380,6 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{r['p50_us']:.1f}",
             f"{r['p99_us']:.1f}",
             f"{r['churn_p99_us']:.1f}",
+            f"{r['prefill_p50_us']:.1f}",
         )
         print("| " + " | ".join(str(c) for c in cells) + " |")
     med, cpu = tput["median_rps"], tput["median_cpu_us_per_request"]
