@@ -502,10 +502,11 @@ class PredictedPolicy:
             return None
         # a backend whose vector expired has no sample time: it is stale, never idle
         sample_ts = np.where(snap.has_vector, snap.sample_ts, np.nan)
-        bound = assembler.bind(
-            model.feature_names, model.guard, snap.names, snap.backend_ids, snap.matrix, sample_ts
-        )
         old = self._bound if model is self._bound_model else None
+        bound = assembler.bind(  # the layout holds this model's ranges: reused for this model only
+            model.feature_names, model.guard, snap.names, snap.backend_ids, snap.matrix, sample_ts,
+            layout=old.layout if old is not None else None,
+        )
         self._refill = {}  # row numbers of the previous plan: void now
         self._tables = self._carried_tables(old, bound) if old is not None else {}
         self._bound, self._bound_snap, self._bound_model = bound, snap, model
@@ -519,7 +520,9 @@ class PredictedPolicy:
         if old.levels != new.levels or not self._tables:
             return {}
         same = assembler.unchanged_rows(old, new)
-        before = [old.row_of.get(bid, -1) for bid in new.row_of]  # the backend's row in the old plan
+        before: Sequence[int] = range(len(same))  # the backend's row in the old plan
+        if old.row_of is not new.row_of:
+            before = [old.row_of.get(bid, -1) for bid in new.row_of]
         carried: dict[Any, Table] = {}
         for key, table in self._tables.items():
             if table.__class__ is not list:  # a request kind out of range stays so (same model)

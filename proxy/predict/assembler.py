@@ -57,6 +57,38 @@ class Dynamic:
 
 
 @dataclass(frozen=True, slots=True)
+class Layout:
+    """What a plan needs that depends only on the model and the snapshot's shape (its feature
+    names and backend ids), not on the values: built once and reused by every snapshot of the same
+    shape (the feature store keeps both tuples across snapshots), so that binding a new snapshot is
+    array work, not Python over every backend and every name."""
+
+    model_names: tuple[str, ...]
+    snap_names: Sequence[str]
+    backend_ids: Sequence[str]
+    model_cols: np.ndarray  # model columns filled from the snapshot ...
+    snap_cols: np.ndarray  # ... and the snapshot columns they come from
+    onehot_rows: np.ndarray  # (row, column) of each backend's one-hot identity input
+    onehot_cols: np.ndarray
+    static: np.ndarray  # model columns fixed per snapshot (everything but the dynamic ones)
+    row_of: Mapping[str, int]
+    dynamic: tuple[Dynamic, ...]
+    per_request: tuple[Dynamic, ...]
+    per_endpoint: tuple[Dynamic, ...]
+    levels: int
+    in_flight: Dynamic | None
+    missing: tuple[str, ...]
+
+    def fits(self, model_names: Sequence[str], snap_names: Sequence[str], backend_ids: Sequence[str]) -> bool:
+        """Whether this layout serves a snapshot of these names and ids for this model."""
+        return (
+            (self.snap_names is snap_names or self.snap_names == snap_names)
+            and (self.backend_ids is backend_ids or self.backend_ids == backend_ids)
+            and (self.model_names is model_names or self.model_names == tuple(model_names))
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class BoundInputs:
     """Column plan for one (model, snapshot) pair."""
 
@@ -73,31 +105,22 @@ class BoundInputs:
     levels: int
     in_flight: Dynamic | None  # the in-flight column, when the model reads it
     missing: tuple[str, ...]  # model inputs no source provides (counted, filled with 0)
+    layout: Layout | None = None  # what it was built from (``bind(layout=...)`` reuses it)
 
 
-def bind(
-    model_names: Sequence[str],
-    guard: RangeGuard,
-    snap_names: Sequence[str],
-    backend_ids: Sequence[str],
-    snap_matrix: np.ndarray,
-    sample_ts: np.ndarray,
-) -> BoundInputs:
-    """Build the per-snapshot plan for a model whose inputs are ``model_names``."""
-    names = list(model_names)
-    n, k = len(backend_ids), len(names)
-    base = np.zeros((n, k), dtype=np.float32)
+def layout_for(
+    model_names: Sequence[str], guard: RangeGuard, snap_names: Sequence[str], backend_ids: Sequence[str]
+) -> Layout:
+    """The value-independent part of a plan (see ``Layout``)."""
+    names = tuple(model_names)
+    k = len(names)
+    col_of = {name: j for j, name in enumerate(names)}
     snap_index = {name: i for i, name in enumerate(snap_names)}
     model_cols = [j for j, name in enumerate(names) if name in snap_index]
-    snap_cols = [snap_index[names[j]] for j in model_cols]
-    if model_cols and n:
-        base[:, model_cols] = snap_matrix[:, snap_cols]
-    for row, bid in enumerate(backend_ids):
-        j = names.index(backend_feature(bid)) if backend_feature(bid) in names else -1
-        if j >= 0:
-            base[row, j] = 1.0
+    onehot = [(row, col_of[backend_feature(bid)]) for row, bid in enumerate(backend_ids)
+              if backend_feature(bid) in col_of]  # fmt: skip
     known = set(snap_index) | set(LOCAL_FEATURES) | set(REQUEST_FEATURES)
-    missing = tuple(name for name in names if name not in known and not name.startswith("backend="))
+    static = [j for j in range(k) if names[j] not in EP_KINDS and names[j] not in REQ_KINDS]
     dynamic = tuple(
         Dynamic(
             j,
@@ -109,12 +132,50 @@ def bind(
         for j, name in enumerate(names)
         if name in EP_KINDS or name in REQ_KINDS
     )
-    static = [j for j in range(k) if names[j] not in EP_KINDS and names[j] not in REQ_KINDS]
+    return Layout(
+        model_names=names,
+        snap_names=snap_names,
+        backend_ids=backend_ids,
+        model_cols=np.array(model_cols, dtype=np.intp),
+        snap_cols=np.array([snap_index[names[j]] for j in model_cols], dtype=np.intp),
+        onehot_rows=np.array([r for r, _ in onehot], dtype=np.intp),
+        onehot_cols=np.array([c for _, c in onehot], dtype=np.intp),
+        static=np.array(static, dtype=np.intp),
+        row_of={bid: i for i, bid in enumerate(backend_ids)},
+        dynamic=dynamic,
+        per_request=tuple(d for d in dynamic if d.kind in REQ_KINDS),
+        per_endpoint=tuple(d for d in dynamic if d.kind in EP_KINDS),
+        levels=_levels(dynamic),
+        in_flight=next((d for d in dynamic if d.kind == IN_FLIGHT), None),
+        missing=tuple(name for name in names if name not in known and not name.startswith("backend=")),
+    )
+
+
+def bind(
+    model_names: Sequence[str],
+    guard: RangeGuard,
+    snap_names: Sequence[str],
+    backend_ids: Sequence[str],
+    snap_matrix: np.ndarray,
+    sample_ts: np.ndarray,
+    *,
+    layout: Layout | None = None,
+) -> BoundInputs:
+    """Build the per-snapshot plan for a model whose inputs are ``model_names``; ``layout`` (from
+    an earlier plan of the same model and snapshot shape) saves rebuilding what does not change."""
+    if layout is None or not layout.fits(model_names, snap_names, backend_ids):
+        layout = layout_for(model_names, guard, snap_names, backend_ids)
+    n, k = len(backend_ids), len(layout.model_names)
+    base = np.zeros((n, k), dtype=np.float32)
+    if len(layout.model_cols) and n:
+        base[:, layout.model_cols] = snap_matrix[:, layout.snap_cols]
+    if len(layout.onehot_rows):
+        base[layout.onehot_rows, layout.onehot_cols] = 1.0
+    static = layout.static
     worst: list[str | None] = [None] * n
-    if n and static:
+    if n and len(static):
         cols = base[:, static]
-        inside = (cols >= guard.lo[static]) & (cols <= guard.hi[static])
-        ok = inside.all(axis=1)
+        ok = ((cols >= guard.lo[static]) & (cols <= guard.hi[static])).all(axis=1)
         for row in np.flatnonzero(~ok):
             worst[int(row)] = guard.worst(base[int(row)])
     else:
@@ -122,16 +183,17 @@ def bind(
     base.flags.writeable = False
     return BoundInputs(
         base=base,
-        row_of={bid: i for i, bid in enumerate(backend_ids)},
-        sample_ts=[float(t) for t in np.asarray(sample_ts, dtype=np.float64)],
-        static_ok=[bool(v) for v in ok],
+        row_of=layout.row_of,
+        sample_ts=np.asarray(sample_ts, dtype=np.float64).tolist(),
+        static_ok=ok.tolist(),
         static_worst=worst,
-        dynamic=dynamic,
-        per_request=tuple(d for d in dynamic if d.kind in REQ_KINDS),
-        per_endpoint=tuple(d for d in dynamic if d.kind in EP_KINDS),
-        levels=_levels(dynamic),
-        in_flight=next((d for d in dynamic if d.kind == IN_FLIGHT), None),
-        missing=missing,
+        dynamic=layout.dynamic,
+        per_request=layout.per_request,
+        per_endpoint=layout.per_endpoint,
+        levels=layout.levels,
+        in_flight=layout.in_flight,
+        missing=layout.missing,
+        layout=layout,
     )
 
 
@@ -239,6 +301,9 @@ def fill(
 def unchanged_rows(old: BoundInputs, new: BoundInputs) -> list[int]:
     """Per row of ``new``, the row of ``old`` holding the same backend with identical static
     inputs (so every prediction tabulated for it still holds), or -1."""
+    if old.row_of is new.row_of:  # the same backends in the same rows: compare row by row
+        equal = (new.base == old.base).all(axis=1)
+        return np.where(equal, np.arange(len(equal)), -1).tolist()  # type: ignore[no-any-return]
     src = [old.row_of.get(bid, -1) for bid in new.row_of]
     pairs = [(i, j) for i, j in enumerate(src) if j >= 0]
     if not pairs:

@@ -154,3 +154,27 @@ def test_continuous_local_inputs_are_never_tabulated() -> None:
     assert levels(("app_queue_length", "proxy_in_flight")) == 13  # 0..12: the guard accepts <= 12.5
     assert levels(("app_queue_length", "proxy_in_flight", "proxy_ewma_s")) == 0
     assert levels(("app_queue_length", "proxy_feature_age_s")) == 0
+
+
+def test_a_layout_is_reused_for_the_same_shape_and_rebuilt_for_another() -> None:
+    names = ("app_queue_length", "proxy_in_flight", "backend=b0", "backend=b1", "backend=b2")
+    ranges = {n: FeatureRange(0.0, 20.0, 0.0, 20.0) for n in names}
+    guard = RangeGuard(ranges, 0.25)
+
+    def bound_for(snap: Any, layout: assembler.Layout | None) -> assembler.BoundInputs:
+        return assembler.bind(names, guard, snap.names, snap.backend_ids, snap.matrix, snap.sample_ts,
+                              layout=layout)  # fmt: skip
+
+    first = snapshot([1, 2, 3])
+    old = bound_for(first, None)
+    again = bound_for(snapshot([4, 2, 3], ids=first.backend_ids), old.layout)
+    assert again.layout is old.layout and again.row_of is old.row_of
+    assert again.base[:, 0].tolist() == [4, 2, 3] and again.base[:, 2:].tolist() == np.eye(3).tolist()
+    assert assembler.unchanged_rows(old, again) == [-1, 1, 2]  # only b0's inputs changed
+    # another set of backends: a new layout, each row with its own identity input
+    other = bound_for(snapshot([5, 6], ids=("b2", "b0")), old.layout)
+    assert other.layout is not old.layout and other.row_of == {"b2": 0, "b0": 1}
+    assert other.base[:, 2:].tolist() == [[0, 0, 1], [1, 0, 0]]
+    assert assembler.unchanged_rows(old, other) == [-1, -1]  # b2 and b0 moved and changed
+    moved = bound_for(snapshot([3, 1], ids=("b2", "b0")), old.layout)
+    assert assembler.unchanged_rows(old, moved) == [2, 0]  # moved, inputs unchanged: tables carry
