@@ -77,6 +77,7 @@ class FeatureSource(Protocol):
 
 
 SAMPLED_CHOICES = 3  # candidates scored when the model cannot see its own dispatches
+SMALL_SAMPLE = 8
 IN_FLIGHT_INPUT = "proxy_in_flight"
 
 
@@ -172,9 +173,18 @@ def sample_indices(n: int, d: int, random: Callable[[], float]) -> list[int]:
     (it checks the population's type and draws bits per index); this costs under 1 us.
     """
     out: list[int] = []
+    if d <= SMALL_SAMPLE:  # a list's membership test beats hashing for a few
+        for j in range(n - d, n):
+            t = int(random() * (j + 1))
+            out.append(j if t in out else t)
+        return out
+    kept: set[int] = set()  # 64 of 1,000: a list's test would cost ~2,000 comparisons a decision
     for j in range(n - d, n):
         t = int(random() * (j + 1))
-        out.append(j if t in out else t)
+        if t in kept:
+            t = j
+        kept.add(t)
+        out.append(t)
     return out
 
 

@@ -255,7 +255,7 @@ def test_the_two_lowest_costs_are_those_a_stable_sort_gives(costs: list[float]) 
     assert two_lowest(costs) == tuple(sorted(range(len(costs)), key=costs.__getitem__)[:2])
 
 
-@given(st.integers(2, 200), st.integers(2, 8), st.integers(0, 2**32))
+@given(st.integers(2, 200), st.integers(2, 80), st.integers(0, 2**32))
 def test_floyd_sampling_draws_distinct_indices_in_range(n: int, d: int, seed: int) -> None:
     picked = sample_indices(n, min(d, n), random.Random(seed).random)
     assert len(set(picked)) == len(picked) == min(d, n) and all(0 <= i < n for i in picked)
@@ -268,6 +268,16 @@ def test_floyd_sampling_makes_every_subset_equally_likely() -> None:
         subset = frozenset(sample_indices(5, 2, rng.random))
         counts[subset] = counts.get(subset, 0) + 1
     assert len(counts) == 10 and all(1800 < c < 2200 for c in counts.values())  # 2,000 each
+
+
+def test_floyd_sampling_of_many_makes_every_subset_equally_likely() -> None:
+    rng = random.Random(6)  # nine of ten: the set-based branch, ten subsets (which one is left out)
+    left_out = [0] * 10
+    for _ in range(20_000):
+        picked = sample_indices(10, 9, rng.random)
+        assert len(set(picked)) == 9
+        left_out[45 - sum(picked)] += 1
+    assert all(1800 < c < 2200 for c in left_out)  # 2,000 each
 
 
 def test_the_default_accuracy_floor_is_relative_to_the_bundles_held_out_accuracy(holder: ModelHolder) -> None:
