@@ -62,8 +62,8 @@ MAX_TABLES = 256  # cached prediction tables per snapshot (one per request kind)
 PREFILL_DEPTH = 4  # in-flight counts per row ``prefill`` starts with
 MAX_PREFILL_DEPTH = 16
 # ``prefill`` runs on the event loop between requests: it scores at most this many cells per
-# snapshot (~0.2 ms for a 120-tree ensemble), for the most recently seen request kinds; the rest
-# are scored by the decisions that need them, as without prefill
+# snapshot (~0.2 ms for a 120-tree ensemble), for at most PREFILL_KINDS request kinds (the latest
+# to appear); the rest are scored by the decisions that need them, as without prefill
 MAX_PREFILL_CELLS = 256
 PREFILL_KINDS = 8
 

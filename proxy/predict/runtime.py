@@ -72,6 +72,7 @@ class PredictionRuntime:
         self.recorder: SampleRecorder | None = None
         self.tap: DecisionTap | None = None
         self._predicted: dict[tuple[PredictedSettings, bool], PredictedPolicy] = {}
+        self._in_use: list[PredictedPolicy] = []
         self._task: asyncio.Task[None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -146,11 +147,15 @@ class PredictionRuntime:
         else:
             live = make_policy(config.policy)
         shadow = None
+        in_use = [predicted] if predicted is not None else []
         if config.shadow == "predicted":
-            shadow = ShadowPolicy(live, self._predicted_policy(config, shadow=True))
+            scorer = self._predicted_policy(config, shadow=True)
+            in_use.append(scorer)
+            shadow = ShadowPolicy(live, scorer)
             live = shadow
         elif config.shadow is not None:
             log.warning("shadow: only 'predicted' can be shadowed; ignoring %r", config.shadow)
+        self._in_use = in_use  # the policies a new snapshot is prefilled for (not a reload's old ones)
         explore = None
         if config.explore > 0:
             live = explore = ExplorePolicy(live, config.explore)
@@ -196,7 +201,7 @@ class PredictionRuntime:
 
     def _prefill(self, _snapshot: Any) -> None:
         """A new snapshot: let each predicted policy score its tables now, between requests."""
-        for policy in self._predicted.values():
+        for policy in self._in_use:
             policy.prefill()
 
     @property
