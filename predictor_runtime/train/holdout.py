@@ -32,7 +32,7 @@ from predictor_runtime.scorer import Scorer
 
 from . import assess
 from .dataset import DEFAULT_STREAM, Dataset, TrainInputError, build_dataset, read_samples
-from .pipeline import _noise_check
+from .pipeline import noise_check
 
 SCORE_CHUNK = 4096  # rows per onnxruntime call: bounded buffers, same result as one call per row
 
@@ -72,7 +72,7 @@ def assess_bundle(
     return Holdout(
         bundle=str(b.path), family=b.family, sources=tuple(data),
         metrics=assess.accuracy_metrics(observed, predicted),
-        noise=_noise_check(ds, np.arange(len(ds))),
+        noise=noise_check(ds, np.arange(len(ds))),
         median_rtt_s=median, inference=inference,
         decision_share={k.removesuffix("_s"): v / median for k, v in inference.items()},
         bundle_accuracy=_float_or_none(b.metrics.get("accuracy")),

@@ -221,7 +221,7 @@ def train(ds: Dataset, opts: TrainOptions, sources: Sequence[str] = ()) -> Train
         )
         progress.step("per-backend")
         ranges = _ranges(ds.columns(features)[split.train], features)
-        noise = _noise_check(ds, split.test)
+        noise = noise_check(ds, split.test)
     finally:
         progress.close()
     return TrainResult(
@@ -236,7 +236,7 @@ NOISE_KEYS = ("req_class", "proxy_in_flight")
 NOISE_MAX_IN_FLIGHT = 4
 
 
-def _noise_check(ds: Dataset, idx: np.ndarray) -> dict[str, float]:
+def noise_check(ds: Dataset, idx: np.ndarray) -> dict[str, float]:
     """``assess.cell_ceiling`` on ``idx`` by backend, request class and in-flight count (when present)."""
     keys: list[np.ndarray] = [ds.backend[idx]]
     for name in NOISE_KEYS:
