@@ -11,6 +11,7 @@ streaming median estimate (Frugal-2U-like step updates) so the hot path does no 
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 
@@ -31,8 +32,15 @@ class DecisionBudget:
         self.min_budget_s = min_budget_s
         self.max_slow_share = max_slow_share
         self.cooldown_s = cooldown_s
-        self._recent: deque[bool] = deque(maxlen=window)
-        self._slow = 0
+        if window < 1:
+            raise ValueError("window must be >= 1")
+        self.window = window
+        # "more than max_slow_share of the last window decisions were slow" holds exactly when the
+        # decision ``need`` slow ones ago is among the last ``window``: keep only the indices of
+        # the last ``need`` slow decisions, so a decision within budget costs one increment
+        self._need = math.floor(max_slow_share * window) + 1
+        self._slow_at: deque[int] = deque(maxlen=self._need)
+        self._count = 0  # decisions since the breaker last closed its books
         self.open_until = 0.0  # open while now < this; the decision path compares it inline
         self.median_rtt_s = initial_rtt_s
         self._step = initial_rtt_s / 10.0
@@ -69,17 +77,19 @@ class DecisionBudget:
 
     def record(self, decision_s: float, now: float) -> bool:
         """Record one decision's duration; True when it exceeded the budget."""
+        count = self._count = self._count + 1
         slow = decision_s > self.budget_s
-        if len(self._recent) == self._recent.maxlen and self._recent[0]:
-            self._slow -= 1
-        self._recent.append(slow)
-        self._slow += slow
+        slow_at = self._slow_at
+        if slow:
+            slow_at.append(count)
+        elif count != self.window:  # only a slow one, or the window filling up, can open it
+            return False
         # judged over a full window only: the first decisions of a process (cold caches, a model
         # just loaded) are slow once and must not open the breaker on a handful of samples
-        if len(self._recent) == self._recent.maxlen and self._slow > self.max_slow_share * len(self._recent):
+        if count >= self.window and len(slow_at) == self._need and count - slow_at[0] < self.window:
             self.open_until = now + self.cooldown_s
-            self._recent.clear()
-            self._slow = 0
+            slow_at.clear()
+            self._count = 0
         return slow
 
     def is_open(self, now: float) -> bool:

@@ -44,3 +44,33 @@ def test_occasional_slow_decisions_do_not_open_it() -> None:
 def test_budget_above_ten_percent_is_refused() -> None:
     with pytest.raises(ValueError, match="10%"):
         DecisionBudget(budget_frac=0.2)
+
+
+@pytest.mark.parametrize(("window", "share", "slow_p"), [(50, 0.1, 0.08), (200, 0.1, 0.11), (37, 0.25, 0.3)])
+def test_breaker_opens_exactly_when_a_sliding_window_would(window: int, share: float, slow_p: float) -> None:
+    """The breaker keeps only the last slow decisions' indices; it must open at the very decision
+    where a plain sliding window of ``window`` booleans first holds more than ``share`` slow ones."""
+    from collections import deque
+
+    budget = DecisionBudget(
+        budget_frac=0.01,
+        min_budget_s=1e-6,
+        initial_rtt_s=0.01,
+        window=window,
+        max_slow_share=share,
+        cooldown_s=1.0,
+    )
+    recent: deque[bool] = deque(maxlen=window)
+    rng = random.Random(window)
+    opened = 0
+    for i in range(20_000):
+        now = float(i)  # one decision a second: a cooldown of 1 s has passed by the next one
+        slow = rng.random() < slow_p
+        budget.record(1e-3 if slow else 1e-5, now)
+        recent.append(slow)
+        expect = len(recent) == window and sum(recent) > share * window
+        assert budget.is_open(now) == expect, i
+        if expect:
+            recent.clear()
+            opened += 1
+    assert opened > 0
