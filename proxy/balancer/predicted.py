@@ -213,7 +213,7 @@ class PredictedPolicy:
         fallback: Policy,
         settings: PredictedSettings | None = None,
         on_fallback: Callable[[str], None] | None = None,
-        on_decision: Callable[[Decision], None] | None = None,
+        on_duration: Callable[[float], None] | None = None,
         perf_counter: Callable[[], float] = time.perf_counter,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -222,7 +222,8 @@ class PredictedPolicy:
         self.features = features
         self.fallback = fallback
         self.on_fallback = on_fallback
-        self.on_decision = on_decision
+        # each decision's wall time (the runtime passes its histogram buffer's ``append``)
+        self.on_duration = on_duration
         self.perf_counter = perf_counter
         # Feature vectors carry the agents' wall-clock sample time; the pool's ``now`` is monotonic.
         self.wall_clock = wall_clock
@@ -273,15 +274,31 @@ class PredictedPolicy:
             return self._fall_back("no_model", endpoints, request, rng, now, started)
         if now < self.budget.open_until:
             return self._fall_back("slow", endpoints, request, rng, now, started)
-        candidates = self._candidates(endpoints, rng)
-        preds, reason = self._score(model, candidates, request, now)
-        if preds is None:
-            return self._fall_back(reason or "error", endpoints, request, rng, now, started)
+        candidates = endpoints if len(endpoints) <= self._choices else self._candidates(endpoints, rng)
+        # a tabulated model whose plan is current: the cells, without the general path's calls
+        bound = self._bound
+        preds = None
+        if (
+            bound is not None
+            and bound.levels
+            and model is self._bound_model
+            and self.features.snapshot is self._bound_snap
+        ):
+            preds = self._tabulated(bound, candidates, request, self.wall_clock())
+        if preds is not None:
+            self.table_hits += 1
+        else:
+            preds, reason = self._score(model, candidates, request, now)
+            if preds is None:
+                return self._fall_back(reason or "error", endpoints, request, rng, now, started)
         penalty = self.settings.inflight_penalty
         costs = preds
         if penalty:
             costs = [p * (1.0 + penalty * ep.in_flight) for p, ep in zip(preds, candidates, strict=True)]
-        best, second = two_lowest(costs)
+        if len(costs) == 2:  # two_lowest for the pair, without its call
+            best, second = (1, 0) if costs[1] < costs[0] else (0, 1)
+        else:
+            best, second = two_lowest(costs)
         accuracy = self.accuracy.value
         # 1 - MAPE goes below zero for a model off by more than 100%: a floor of 0 turns it off
         if accuracy is not None and accuracy < self._floor:
@@ -291,15 +308,17 @@ class PredictedPolicy:
             decision.scored, decision.preds = candidates, preds
             decision.predicted_s = decision.prediction_for(decision.endpoint)
             return decision
+        # positional: keyword arguments cost a dict's worth of work per decision; predictions are
+        # Python floats already (``tolist`` or table cells)
         decision = Decision(
-            endpoint=candidates[best],
-            predicted_s=float(preds[best]),
-            runner_up=candidates[second],
-            runner_up_s=float(preds[second]),
-            scored=candidates,
-            preds=preds,
+            candidates[best], preds[best], candidates[second], preds[second], None, 0.0, candidates, preds
         )
-        return self._finish(decision, started, now)
+        # ``_finish`` inline: the model path is the one taken per request
+        duration = decision.duration_s = self.perf_counter() - started
+        self.budget.record(duration, now)
+        if self.on_duration is not None:
+            self.on_duration(duration)
+        return decision
 
     # -- feedback from the data plane ----------------------------------------------------------
     def observe(self, predicted_s: float, rtt_s: float, ok: bool) -> float | None:
@@ -383,7 +402,8 @@ class PredictedPolicy:
         inputs and that in-flight count were inside the training range when it was scored (``fill``
         scores nothing out of range) for this very plan, so only staleness, which moves with the
         clock, is checked again."""
-        table = self._tables.get(self._key(bound, request))
+        key = self._request_key if request is self._request else self._key(bound, request)
+        table = self._tables.get(key)
         if table is None or table.__class__ is not list:  # first of its kind, or out of range
             return None
         row_of, sample_ts, stale_after = bound.row_of, bound.sample_ts, self.settings.stale_after_s
@@ -596,6 +616,6 @@ class PredictedPolicy:
         decision.duration_s = self.perf_counter() - started
         if decision.fallback is None:
             self.budget.record(decision.duration_s, now)
-        if self.on_decision is not None:
-            self.on_decision(decision)
+        if self.on_duration is not None:
+            self.on_duration(decision.duration_s)
         return decision

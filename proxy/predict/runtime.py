@@ -29,7 +29,7 @@ from typing import Any
 from ..balancer.base import Policy
 from ..balancer.explore import ExplorePolicy
 from ..balancer.peak_ewma import PeakEwmaPolicy
-from ..balancer.predicted import FALLBACK_REASONS, Decision, PredictedPolicy, PredictedSettings
+from ..balancer.predicted import FALLBACK_REASONS, PredictedPolicy, PredictedSettings
 from ..balancer.registry import make_policy
 from ..balancer.shadow import ShadowPolicy
 from ..config import ProxyConfig
@@ -181,17 +181,13 @@ class PredictionRuntime:
         if policy is None:
             fallbacks = {reason: self.metrics.fallback_counter(reason) for reason in FALLBACK_REASONS}
             decisions = self.metrics.batched_decision_duration
-
-            def on_decision(d: Decision) -> None:
-                decisions.observe(d.duration_s)
-
             policy = PredictedPolicy(
                 holder=self.holder,
                 features=self,  # reads self.snapshot: the store may start after the policy
                 fallback=PeakEwmaPolicy(),
                 settings=settings,
                 on_fallback=None if shadow else (lambda reason: fallbacks[reason].inc()),
-                on_decision=None if shadow else on_decision,
+                on_duration=None if shadow else decisions.observe,
                 wall_clock=self.wall_clock,
             )
             if not shadow:  # pending feedback reaches the histogram before every metrics flush
