@@ -188,16 +188,27 @@ def sample_indices(n: int, d: int, random: Callable[[], float]) -> list[int]:
     return out
 
 
-def two_lowest(costs: Sequence[float]) -> tuple[int, int]:
-    """Indices of the lowest and second-lowest of ``costs`` (at least two), the earlier on a tie,
-    as a stable sort would give them: one pass, no sort for a handful of candidates."""
-    best, second = (1, 0) if costs[1] < costs[0] else (0, 1)
-    low, next_low = costs[best], costs[second]
+def two_lowest(costs: Sequence[float], candidates: Sequence[Endpoint]) -> tuple[int, int]:
+    """Indices of the lowest and second-lowest of ``costs`` (at least two), in the order a stable
+    sort by (cost, in-flight) gives: one pass, no sort for a handful of candidates.
+
+    Equal costs are common, not a corner case: a tree ensemble is piecewise constant, a table cell
+    is shared by every backend the model cannot tell apart (one it was not trained on has no
+    one-hot column), and a model that does not read in-flight gives equal backends equal scores.
+    Breaking such ties by list position would send all of them to the first backend; the one with
+    fewer requests in flight goes first instead (least-request's rule), then the earlier."""
+    c0, c1 = costs[0], costs[1]
+    if c1 < c0 or (c1 == c0 and candidates[1].in_flight < candidates[0].in_flight):
+        best, second, low, next_low = 1, 0, c1, c0
+    else:
+        best, second, low, next_low = 0, 1, c0, c1
     for i in range(2, len(costs)):
         c = costs[i]
-        if c < low:
+        if c > next_low:
+            continue
+        if c < low or (c == low and candidates[i].in_flight < candidates[best].in_flight):
             best, second, low, next_low = i, best, c, low
-        elif c < next_low:
+        elif c < next_low or candidates[i].in_flight < candidates[second].in_flight:
             second, next_low = i, c
     return best, second
 
@@ -296,9 +307,11 @@ class PredictedPolicy:
         if penalty:
             costs = [p * (1.0 + penalty * ep.in_flight) for p, ep in zip(preds, candidates, strict=True)]
         if len(costs) == 2:  # two_lowest for the pair, without its call
-            best, second = (1, 0) if costs[1] < costs[0] else (0, 1)
+            c0, c1 = costs
+            tie = c1 == c0 and candidates[1].in_flight < candidates[0].in_flight
+            best, second = (1, 0) if c1 < c0 or tie else (0, 1)
         else:
-            best, second = two_lowest(costs)
+            best, second = two_lowest(costs, candidates)
         accuracy = self.accuracy.value
         # 1 - MAPE goes below zero for a model off by more than 100%: a floor of 0 turns it off
         if accuracy is not None and accuracy < self._floor:

@@ -250,9 +250,28 @@ def test_prefill_scores_changed_rows_before_a_decision_needs_them(tmp_path: Any)
     assert p.prefill() > 4
 
 
-@given(st.lists(st.integers(0, 4).map(float), min_size=2, max_size=9))
-def test_the_two_lowest_costs_are_those_a_stable_sort_gives(costs: list[float]) -> None:
-    assert two_lowest(costs) == tuple(sorted(range(len(costs)), key=costs.__getitem__)[:2])
+@given(st.lists(st.tuples(st.integers(0, 4).map(float), st.integers(0, 3)), min_size=2, max_size=9))
+def test_the_two_lowest_are_those_a_stable_sort_by_cost_then_in_flight_gives(
+    pairs: list[tuple[float, int]],
+) -> None:
+    costs = [c for c, _ in pairs]
+    eps = endpoints(len(pairs))
+    for ep, (_, n) in zip(eps, pairs, strict=True):
+        ep.in_flight = n
+    assert two_lowest(costs, eps) == tuple(sorted(range(len(pairs)), key=pairs.__getitem__)[:2])
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_backends_the_model_cannot_tell_apart_go_to_the_least_loaded(holder: ModelHolder, n: int) -> None:
+    """Equal predictions must not all land on the first backend listed (the pair has its own path)."""
+    p = policy(holder, Store(snapshot([3] * n)))
+    eps = endpoints(n)
+    d = p.decide(eps, REQ, random.Random(1), NOW)
+    assert d.endpoint is eps[0] and d.predicted_s == d.runner_up_s  # all idle: the first listed
+    for ep, load in zip(eps, [4, 1, 1][:n], strict=True):
+        ep.in_flight = load
+    d = p.decide(eps, REQ, random.Random(1), NOW)
+    assert d.endpoint is eps[1] and d.runner_up is eps[0 if n == 2 else 2]
 
 
 @given(st.integers(2, 200), st.integers(2, 80), st.integers(0, 2**32))
