@@ -6,13 +6,18 @@ reactive: every model decision reports its wall time; when more than ``max_slow_
 ``window`` decisions exceeded the budget, the breaker opens and the policy routes by its fallback
 for ``cooldown_s``, then closes again and measures afresh (half-open, as in Hystrix/Envoy outlier
 ejection). The budget itself is ``budget_frac`` of the median observed RTT, tracked as a
-streaming median estimate (Frugal-2U-like step updates) so the hot path does no sorting.
+streaming median estimate (Frugal-2U-like step updates) so the hot path does no sorting; the
+proxy's batched feedback replaces it with each large batch's own median.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+
+import numpy as np
+
+MEDIAN_BATCH = 64  # RTTs a batch needs for its own median to replace the streaming estimate
 
 
 class DecisionBudget:
@@ -62,7 +67,18 @@ class DecisionBudget:
         self.budget_s = self._budget()  # kept, not computed per decision
 
     def observe_rtts(self, rtts: list[float]) -> None:
-        """``observe_rtt`` for each of ``rtts`` in order (the same steps, without a call per value)."""
+        """``observe_rtt`` for each of ``rtts`` in order, or, for a batch of at least
+        ``MEDIAN_BATCH`` (the proxy's feedback at high request rates), the batch's own median: a
+        better estimate than as many Frugal steps, and one numpy call instead of a Python step per
+        RTT (~90 us a batch of 256 inside a loaded worker)."""
+        if len(rtts) >= MEDIAN_BATCH:
+            values = np.asarray(rtts, dtype=np.float64)
+            values = values[values > 0.0]
+            if len(values) >= MEDIAN_BATCH:
+                self.median_rtt_s = max(float(np.median(values)), 1e-6)
+                self._step = max(self.median_rtt_s / 50.0, 1e-7)
+                self.budget_s = self._budget()
+                return
         median, step = self.median_rtt_s, self._step
         for rtt in rtts:
             if rtt <= 0.0:

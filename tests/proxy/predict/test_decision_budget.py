@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from proxy.predict.decision_budget import DecisionBudget
+from proxy.predict.decision_budget import MEDIAN_BATCH, DecisionBudget
 
 
 def test_budget_follows_the_median_rtt() -> None:
@@ -74,3 +74,19 @@ def test_breaker_opens_exactly_when_a_sliding_window_would(window: int, share: f
             recent.clear()
             opened += 1
     assert opened > 0
+
+
+def test_a_large_batch_sets_the_median_to_its_own_and_a_small_one_steps() -> None:
+    rng = random.Random(3)
+    big = [rng.uniform(0.010, 0.030) for _ in range(MEDIAN_BATCH * 4)] + [0.0, -1.0]  # unusable: ignored
+    budget = DecisionBudget(budget_frac=0.01, min_budget_s=1e-6, initial_rtt_s=0.001)
+    budget.observe_rtts(big)
+    assert budget.median_rtt_s == pytest.approx(sorted(big[: MEDIAN_BATCH * 4])[MEDIAN_BATCH * 2], rel=0.01)
+    assert budget.budget_s == pytest.approx(0.01 * budget.median_rtt_s)
+    small = [rng.uniform(0.040, 0.060) for _ in range(MEDIAN_BATCH - 1)]
+    stepped = DecisionBudget(budget_frac=0.01, min_budget_s=1e-6, initial_rtt_s=0.001)
+    stepped.observe_rtts(big)
+    for rtt in small:
+        stepped.observe_rtt(rtt)
+    budget.observe_rtts(small)
+    assert budget.median_rtt_s == stepped.median_rtt_s and budget.budget_s == stepped.budget_s
