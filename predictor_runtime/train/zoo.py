@@ -4,10 +4,13 @@ Each is small enough that its exported ONNX graph scores a batch of candidates i
 
 * ``ridge``: ``StandardScaler`` + ``Ridge`` — the floor any learned model must beat;
 * ``rf``: a random forest with bounded depth and tree count (inference cost grows with both);
-* ``lgbm``: LightGBM gradient-boosted trees with monotone constraints where the direction is known —
-  the safeguard of vPALs: more CPU/memory/IO pressure, a longer queue, more requests in flight,
-  more load or throttling never predicts a *faster* RTT (+1 constraints, by name pattern; window
-  slopes are left free, their sign says nothing certain);
+* ``lgbm``: LightGBM gradient-boosted trees;
+* both tree families with monotone constraints where the direction is known — the safeguard of
+  vPALs: more CPU/memory/IO pressure, a longer queue, more requests in flight, more load or
+  throttling never predicts a *faster* RTT (+1 constraints, by name pattern; window slopes are
+  left free, their sign says nothing certain). Unconstrained, a forest trained on the testbed
+  predicted a shorter RTT at some higher in-flight counts than at lower ones, and the proxy,
+  which reads its own in-flight count per decision, kept sending more to the busier backend;
 * ``mlp``: a small multi-layer perceptron behind a ``StandardScaler``.
 
 All are fit on the transformed target (log RTT by default: squared error on log RTT is relative
@@ -82,7 +85,7 @@ def make_model(family: str, names: Sequence[str], cfg: ZooConfig, seed: int) -> 
 
         return RandomForestRegressor(
             n_estimators=cfg.rf_trees, max_depth=cfg.rf_depth, min_samples_leaf=3,
-            max_features=0.5, n_jobs=1, random_state=seed,
+            max_features=0.5, monotonic_cst=monotone_constraints(names), n_jobs=1, random_state=seed,
         )  # fmt: skip
     if family == "lgbm":
         from lightgbm import LGBMRegressor

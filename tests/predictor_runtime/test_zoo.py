@@ -12,7 +12,8 @@ def test_monotone_constraints_by_name() -> None:
     assert zoo.monotone_constraints(names) == [1, 1, 1, 1, 1, 1, 0, 0, 0, 0]
 
 
-def test_lightgbm_never_predicts_faster_under_more_pressure() -> None:
+@pytest.mark.parametrize("family", ["lgbm", "rf"])
+def test_tree_models_never_predict_faster_under_more_pressure(family: str) -> None:
     rng = np.random.default_rng(0)
     n = 1500
     queue = rng.uniform(0, 10, n)
@@ -20,7 +21,7 @@ def test_lightgbm_never_predicts_faster_under_more_pressure() -> None:
     # noisy data where the raw fit would wiggle: the constraint must hold anyway
     y = np.log(0.005 + 0.002 * queue + 0.01 * size) + rng.normal(0, 0.3, n)
     names = ["app_queue_length", "req_class"]
-    model = zoo.fit("lgbm", np.column_stack([queue, size]), y, names, zoo.ZooConfig.small(), seed=0)
+    model = zoo.fit(family, np.column_stack([queue, size]), y, names, zoo.ZooConfig.small(), seed=0)
     grid = np.column_stack([np.linspace(0, 10, 200), np.full(200, 0.5)])
     pred = zoo.predict(model, grid)
     assert (np.diff(pred) >= -1e-12).all()
