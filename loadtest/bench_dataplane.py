@@ -184,10 +184,14 @@ def presage(urls: Sequence[str], policy: str, workers: int) -> Iterator[str | No
 
 @contextlib.contextmanager
 def presage_process(
-    urls: Sequence[str], policy: str, workers: int = 1, extra: Sequence[str] = ()
+    urls: Sequence[str],
+    policy: str,
+    workers: int = 1,
+    extra: Sequence[str] = (),
+    ids: Sequence[str] | None = None,
 ) -> Iterator[tuple[str, str]]:
-    """A ``presage proxy`` process (backends ``b1..bN``, access log off, no drain delay) with
-    ``extra`` flags; yields (data-plane address, admin address) once all workers listen."""
+    """A ``presage proxy`` process (backends ``ids``, default ``b1..bN``, access log off, no drain
+    delay) with ``extra`` flags; yields (data-plane address, admin address) once all workers listen."""
     port, admin = free_port(), free_port()
     command = [
         sys.executable, "-m", "proxy.main",
@@ -195,8 +199,11 @@ def presage_process(
         "--policy", policy, "--workers", str(workers),
         "--access-log", "off", "--drain-delay-s", "0", "--grace-s", "2", *extra,
     ]  # fmt: skip
-    for i, url in enumerate(urls, 1):
-        command += ["--backend", f"b{i}={url}"]
+    names = list(ids) if ids is not None else [f"b{i}" for i in range(1, len(urls) + 1)]
+    if len(names) != len(urls):
+        raise ValueError(f"{len(urls)} backends but {len(names)} ids")
+    for name, url in zip(names, urls, strict=True):
+        command += ["--backend", f"{name}={url}"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_ready(f"http://127.0.0.1:{admin}/readyz", proc)

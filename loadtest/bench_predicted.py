@@ -18,6 +18,13 @@
    (``min_accuracy: 0``; the loopback backends answer in ~0.1 ms, far from any RTT a testbed model
    predicts, so it would route nearly every request by peak-EWMA) so that every request takes the
    model path being measured; live accuracy and prediction error are still recorded per request.
+   The two backends are identical and named ``--ids`` (default ``lb1,lb2``): ids the bundle was
+   not trained on, so its one-hot backend columns are zero for both and it tells them apart only
+   by what it sees of them here (in-flight counts). Ids a testbed bundle knows carry its view of
+   those testbed backends: with ``--ids b1,b2`` the full shoot-out's bundle sends 77% of the
+   requests to ``b1`` (its fastest), a skew that costs requests/s whatever policy makes it (one
+   loopback backend does three quarters of the work), so that run measures where the requests
+   go as much as what deciding costs.
    Target: ``predicted`` keeps >= 90% of ``round_robin``'s requests/s. Beside requests/s each run
    reports the worker's CPU per request (``cpu_us_per_request``): utime + stime of the proxy
    process (``/proc/<pid>/stat``) over the load run divided by the requests it answered over the
@@ -235,7 +242,7 @@ def admin_json(admin: str, path: str) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def proxy(
-    urls: Sequence[str], policy: str, redis_url: str, bundle_dir: Path, workdir: Path
+    urls: Sequence[str], policy: str, redis_url: str, bundle_dir: Path, workdir: Path, ids: Sequence[str]
 ) -> Iterator[tuple[str, str]]:
     """A ``presage proxy`` process on the embedded Redis and the bundle, the OOD guard and the
     decision-time breaker opened wide; yields (data-plane address, admin address)."""
@@ -244,7 +251,7 @@ def proxy(
         json.dumps({"predicted": {"ood_tolerance": 1e9, "min_budget_s": 1.0, "min_accuracy": 0}})
     )
     extra = ["-c", str(config), "--redis", redis_url, "--model", str(bundle_dir)]
-    with presage_process(urls, policy, 1, extra) as addresses:
+    with presage_process(urls, policy, 1, extra, ids=ids) as addresses:
         yield addresses
 
 
@@ -301,7 +308,9 @@ def measured_run(address: str, admin: str, settings: Settings) -> dict[str, Any]
     return result
 
 
-def throughput(bundle_dir: Path, rounds: int, duration_s: float, workdir: Path) -> dict[str, Any]:
+def throughput(
+    bundle_dir: Path, rounds: int, duration_s: float, workdir: Path, ids: Sequence[str]
+) -> dict[str, Any]:
     from proxy.redis_conn import start_embedded
 
     bundle = load_bundle(bundle_dir)
@@ -312,10 +321,10 @@ def throughput(bundle_dir: Path, rounds: int, duration_s: float, workdir: Path) 
     fallbacks: list[dict[str, int]] = []
     with start_embedded(workdir / "redis") as redis_server, backend_processes(2) as addresses:
         urls = [f"http://{a}" for a in addresses]
-        with VectorPusher(redis_server.url, ["b1", "b2"], values):
+        with VectorPusher(redis_server.url, ids, values):
             for round_ in range(rounds):
                 for policy in policies if round_ % 2 == 0 else policies[::-1]:
-                    with proxy(urls, policy, redis_server.url, bundle_dir, workdir) as (address, admin):
+                    with proxy(urls, policy, redis_server.url, bundle_dir, workdir, ids) as (address, admin):
                         result = measured_run(address, admin, settings)
                         if policy == "predicted":
                             info = admin_json(admin, "/v1/model")
@@ -359,7 +368,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("out/bench_predicted.json"))
     parser.add_argument("--decisions", type=int, default=5000)
     parser.add_argument("--churn", type=int, default=300, help="decisions per snapshot in the churn run")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--ids",
+        default="lb1,lb2",
+        help="the two loopback backends' ids (default: ids no bundle was trained on; see the docstring)",
+    )
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per throughput run")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -372,7 +386,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         bundle = load_bundle(bundle_dir)
         print(f"model: {bundle.family}, {len(bundle.feature_names)} inputs", flush=True)
         decisions = decision_times(bundle_dir, args.decisions, args.seed, args.churn)
-        tput = throughput(bundle_dir, args.rounds, args.duration, workdir)
+        ids = [i.strip() for i in args.ids.split(",")]
+        if len(ids) != 2 or len(set(ids)) != 2 or not all(ids):
+            parser.error(f"--ids: two distinct backend ids, got {args.ids!r}")
+        tput = throughput(bundle_dir, args.rounds, args.duration, workdir, ids)
     by = {(r["backends"], r["choices"]): r for r in decisions}
     verdict = {
         "p99_16_backends_us": by[(16, 3)]["p99_us"],
