@@ -11,7 +11,9 @@
    for a model that reads it). Targets (issue 5): p99 <= 50 us at 16 backends, <= 100 us at 1,000.
 2. **Requests/s**: one ``presage proxy`` process (one worker) in front of two tiny loopback
    backends, closed loop from a separate load process (``loadtest.dataplane_load``), with
-   ``--policy predicted`` and with ``--policy round_robin``, alternated over ``--rounds``; the
+   ``--policy predicted`` and with ``--policy round_robin``: both proxies run throughout and take
+   the load in turn, ``--rounds`` slices of ``--duration`` seconds each (consecutive slices share
+   the machine's state; the paired ratio is the median of the rounds' ratios); the
    feature store reads real vectors from an embedded Redis, refreshed by this script in the
    agents' wire format. The OOD guard and the decision-time breaker are opened wide here
    (``ood_tolerance``/``min_budget_s`` in the config) and the live-accuracy safeguard is off
@@ -272,13 +274,21 @@ def requests_answered(metrics_text: str) -> float:
     )
 
 
-def backend_shares(metrics_text: str) -> dict[str, float]:
-    """Each backend's share of the answered requests (routing differs between the policies)."""
+def backend_counts(metrics_text: str) -> dict[str, float]:
+    """Answered requests per backend in a ``/metrics`` page."""
     counts: dict[str, float] = {}
     for line in metrics_text.splitlines():
         if line.startswith('presage_requests_total{backend="'):
             backend = line.split('"', 2)[1]
             counts[backend] = counts.get(backend, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def backend_shares(before: str, after: str) -> dict[str, float]:
+    """Each backend's share of the requests answered between two ``/metrics`` pages (routing
+    differs between the policies)."""
+    old = backend_counts(before)
+    counts = {b: n - old.get(b, 0.0) for b, n in backend_counts(after).items()}
     total = sum(counts.values())
     return {b: n / total for b, n in sorted(counts.items())} if total else {}
 
@@ -304,7 +314,7 @@ def measured_run(address: str, admin: str, settings: Settings) -> dict[str, Any]
     result["user_us_per_request"] = (user1 - user0) * per
     result["system_us_per_request"] = (sys1 - sys0) * per
     result["answered"] = answered
-    result["backend_shares"] = backend_shares(after)
+    result["backend_shares"] = backend_shares(before, after)
     return result
 
 
@@ -319,22 +329,28 @@ def throughput(
     policies = ("predicted", "round_robin")
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in policies}
     fallbacks: list[dict[str, int]] = []
-    with start_embedded(workdir / "redis") as redis_server, backend_processes(2) as addresses:
-        urls = [f"http://{a}" for a in addresses]
-        with VectorPusher(redis_server.url, ids, values):
-            for round_ in range(rounds):
-                for policy in policies if round_ % 2 == 0 else policies[::-1]:
-                    with proxy(urls, policy, redis_server.url, bundle_dir, workdir, ids) as (address, admin):
-                        result = measured_run(address, admin, settings)
-                        if policy == "predicted":
-                            info = admin_json(admin, "/v1/model")
-                            fallbacks.append(info.get("predicted", {}).get("fallbacks", {}))
-                    runs[policy].append(result)
-                    shares = " ".join(f"{b} {v:.0%}" for b, v in result["backend_shares"].items())
-                    print(f"  round {round_ + 1} {policy:12s} {result['rps']:8.0f} req/s  "
-                          f"{result['cpu_us_per_request']:6.1f} us CPU/request "
-                          f"(user {result['user_us_per_request']:.1f}, system "
-                          f"{result['system_us_per_request']:.1f})  {shares}", flush=True)  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        redis_server = stack.enter_context(start_embedded(workdir / "redis"))
+        urls = [f"http://{a}" for a in stack.enter_context(backend_processes(2))]
+        stack.enter_context(VectorPusher(redis_server.url, ids, values))
+        # Both proxies run from the start and take the load in turn, so that consecutive slices
+        # share the machine's state (a shared 2-core VM drifts by +-15% within a minute); each
+        # is warmed first (connections, prediction tables), outside the measurement.
+        addresses = {p: stack.enter_context(proxy(urls, p, redis_server.url, bundle_dir, workdir, ids))
+                     for p in policies}  # fmt: skip
+        for address, _ in addresses.values():
+            load([address], Settings(duration_s=1.0, connections=32))
+        for round_ in range(rounds):
+            for policy in policies if round_ % 2 == 0 else policies[::-1]:
+                result = measured_run(*addresses[policy], settings)
+                runs[policy].append(result)
+                shares = " ".join(f"{b} {v:.0%}" for b, v in result["backend_shares"].items())
+                print(f"  round {round_ + 1} {policy:12s} {result['rps']:8.0f} req/s  "
+                      f"{result['cpu_us_per_request']:6.1f} us CPU/request "
+                      f"(user {result['user_us_per_request']:.1f}, system "
+                      f"{result['system_us_per_request']:.1f})  {shares}", flush=True)  # fmt: skip
+        info = admin_json(addresses["predicted"][1], "/v1/model")
+        fallbacks.append(info.get("predicted", {}).get("fallbacks", {}))
     return summarise(runs, fallbacks)
 
 
@@ -368,13 +384,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("out/bench_predicted.json"))
     parser.add_argument("--decisions", type=int, default=5000)
     parser.add_argument("--churn", type=int, default=300, help="decisions per snapshot in the churn run")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument(
         "--ids",
         default="lb1,lb2",
         help="the two loopback backends' ids (default: ids no bundle was trained on; see the docstring)",
     )
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per throughput run")
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds per throughput run")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="presage-bench-predicted-") as tmp:

@@ -27,10 +27,16 @@ def test_requests_and_shares_are_read_from_a_metrics_page() -> None:
     b1.request(502, "http1").inc(10)
     b2.request(200, "http1").inc(60)
     metrics.unrouted.request(503, "http1").inc(0)
+    before = metrics.render().decode()
+    b1.request(200, "http1").inc(10)
+    b2.request(200, "http1").inc(30)
+    b2.request(502, "http1").inc(10)
     page = metrics.render().decode()
-    assert requests_answered(page) == 100.0
-    assert backend_shares(page) == {"b1": 0.4, "b2": 0.6, "none": 0.0}  # refused requests count too
-    assert requests_answered("") == 0.0 and backend_shares("") == {}
+    assert requests_answered(before) == 100.0 and requests_answered(page) == 150.0
+    # the requests between the two pages, refused ones too
+    assert backend_shares(before, page) == {"b1": 0.2, "b2": 0.8, "none": 0.0}
+    assert backend_shares("", before) == {"b1": 0.4, "b2": 0.6, "none": 0.0}
+    assert requests_answered("") == 0.0 and backend_shares("", "") == {}
 
 
 def test_the_summary_pairs_each_round_s_two_runs() -> None:
