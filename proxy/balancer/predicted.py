@@ -12,7 +12,9 @@ flooded between two updates. Two corrections, both cheap:
     concurrent deciders spread out while still avoiding the slowest backends (a model that reads
     it scores every candidate, up to ``max_scored``: its own dispatches move its predictions);
   * an in-flight correction: the cost is ``pred * (1 + inflight_penalty * in_flight)``, which
-    reacts to this worker's own dispatches at once, before any agent reports them.
+    reacts to this worker's own dispatches at once, before any agent reports them;
+  * equal predictions (backends the model cannot tell apart) go to the candidate with fewer
+    requests in flight, never to the first listed (``two_lowest``).
 
 Safeguards (vPALs: a learned predictor must be able to do no harm). The decision falls back to
 ``peak_ewma`` and counts the reason when: there is no model (``no_model``); a candidate has no
