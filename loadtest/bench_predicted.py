@@ -23,10 +23,10 @@
    The two backends are identical and named ``--ids`` (default ``lb1,lb2``): ids the bundle was
    not trained on, so its one-hot backend columns are zero for both and it tells them apart only
    by what it sees of them here (in-flight counts). Ids a testbed bundle knows carry its view of
-   those testbed backends: with ``--ids b1,b2`` the full shoot-out's bundle sends 77% of the
-   requests to ``b1`` (its fastest), a skew that costs requests/s whatever policy makes it (one
-   loopback backend does three quarters of the work), so that run measures where the requests
-   go as much as what deciding costs.
+   those testbed backends: with ``--ids b1,b2`` the full shoot-out's bundle sends three quarters
+   of the requests to ``b1`` (its fastest), and one loopback backend doing most of the work costs
+   requests/s whatever policy sends it there: that run measures where the requests go as much as
+   what deciding costs.
    Target: ``predicted`` keeps >= 90% of ``round_robin``'s requests/s. Beside requests/s each run
    reports the worker's CPU per request (``cpu_us_per_request``): utime + stime of the proxy
    process (``/proc/<pid>/stat``) over the load run divided by the requests it answered over the
