@@ -102,3 +102,15 @@ def test_table_and_json_side_by_side(tmp_path: Path) -> None:
     assert doc["target"] == {"accuracy": 0.9, "decision_share_of_median_rtt": 0.01}
     assert [e["scenario"] for e in doc["scenarios"]] == ["interference", "full"]
     assert doc["command"].startswith("python -m loadtest.bench_accuracy --scenario interference,full")
+
+
+def test_the_long_interference_variant_only_triples_the_work_and_slows_the_rate() -> None:
+    base, long = load_scenario("interference"), load_scenario("interference-long")
+    assert long.episodes == base.episodes and long.sizes == base.sizes and long.cpu_period_ms == 10
+    for b, lb in zip(base.backends, long.backends, strict=True):
+        same = ("id", "workers", "cpu_quota_cores", "delay_ms")
+        assert [getattr(lb, f) for f in same] == [getattr(b, f) for f in same]
+        assert lb.work_mult == 3 * b.work_mult
+    # ~16 ms of CPU a request instead of ~7: the rate falls by about as much
+    assert 2.0 <= base.trace.high_rps / long.trace.high_rps <= 2.6
+    assert 2.0 <= base.trace.low_rps / long.trace.low_rps <= 2.6
