@@ -114,3 +114,11 @@ def test_the_long_interference_variant_only_triples_the_work_and_slows_the_rate(
     # ~16 ms of CPU a request instead of ~7: the rate falls by about as much
     assert 2.0 <= base.trace.high_rps / long.trace.high_rps <= 2.6
     assert 2.0 <= base.trace.low_rps / long.trace.low_rps <= 2.6
+
+
+def test_the_quiet_variant_is_the_interference_regime_without_neighbours() -> None:
+    base, quiet = load_scenario("interference"), load_scenario("interference-quiet")
+    assert quiet.episodes == () and base.episodes
+    assert (quiet.backends, quiet.trace, quiet.sizes, quiet.cpu_period_ms, quiet.duration_s) == (
+        base.backends, base.trace, base.sizes, base.cpu_period_ms, base.duration_s
+    )
