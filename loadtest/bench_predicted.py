@@ -393,6 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per throughput run")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    ids = [i.strip() for i in args.ids.split(",")]
+    if len(ids) != 2 or len(set(ids)) != 2 or not all(ids):  # before a minute of other work
+        parser.error(f"--ids: two distinct backend ids, got {args.ids!r}")
     with tempfile.TemporaryDirectory(prefix="presage-bench-predicted-") as tmp:
         workdir = Path(tmp)
         bundle_dir = args.model
@@ -402,9 +405,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         bundle = load_bundle(bundle_dir)
         print(f"model: {bundle.family}, {len(bundle.feature_names)} inputs", flush=True)
         decisions = decision_times(bundle_dir, args.decisions, args.seed, args.churn)
-        ids = [i.strip() for i in args.ids.split(",")]
-        if len(ids) != 2 or len(set(ids)) != 2 or not all(ids):
-            parser.error(f"--ids: two distinct backend ids, got {args.ids!r}")
         tput = throughput(bundle_dir, args.rounds, args.duration, workdir, ids)
     by = {(r["backends"], r["choices"]): r for r in decisions}
     verdict = {
