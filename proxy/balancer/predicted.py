@@ -287,33 +287,24 @@ class PredictedPolicy:
             return self._fall_back("no_model", endpoints, request, rng, now, started)
         if now < self.budget.open_until:
             return self._fall_back("slow", endpoints, request, rng, now, started)
-        candidates = endpoints if len(endpoints) <= self._choices else self._candidates(endpoints, rng)
-        # a tabulated model whose plan is current: the cells, without the general path's calls
-        bound = self._bound
+        candidates = self._candidates(endpoints, rng)
+        bound = self._bind(model)
+        wall = self.wall_clock()
+        # a tabulated model reads its cells; the general path scores (and fills them) on a miss
         preds = None
-        if (
-            bound is not None
-            and bound.levels
-            and model is self._bound_model
-            and self.features.snapshot is self._bound_snap
-        ):
-            preds = self._tabulated(bound, candidates, request, self.wall_clock())
+        if bound is not None and bound.levels:
+            preds = self._tabulated(bound, candidates, request, wall)
         if preds is not None:
             self.table_hits += 1
         else:
-            preds, reason = self._score(model, candidates, request, now)
+            preds, reason = self._score(model, bound, candidates, request, now, wall)
             if preds is None:
                 return self._fall_back(reason or "error", endpoints, request, rng, now, started)
         penalty = self.settings.inflight_penalty
         costs = preds
         if penalty:
             costs = [p * (1.0 + penalty * ep.in_flight) for p, ep in zip(preds, candidates, strict=True)]
-        if len(costs) == 2:  # two_lowest for the pair, without its call
-            c0, c1 = costs
-            tie = c1 == c0 and candidates[1].in_flight < candidates[0].in_flight
-            best, second = (1, 0) if c1 < c0 or tie else (0, 1)
-        else:
-            best, second = two_lowest(costs, candidates)
+        best, second = two_lowest(costs, candidates)
         accuracy = self.accuracy.value
         # 1 - MAPE goes below zero for a model off by more than 100%: a floor of 0 turns it off
         if accuracy is not None and accuracy < self._floor:
@@ -371,18 +362,18 @@ class PredictedPolicy:
         return [endpoints[i] for i in sample_indices(n, d, rng.random)]
 
     def _score(
-        self, model: LoadedModel, candidates: Sequence[Endpoint], request: RequestInfo, now: float
+        self,
+        model: LoadedModel,
+        bound: assembler.BoundInputs | None,
+        candidates: Sequence[Endpoint],
+        request: RequestInfo,
+        now: float,
+        wall: float,
     ) -> tuple[list[float] | None, str | None]:
-        """Predicted RTTs of ``candidates`` (seconds), or the reason the model cannot be used."""
-        bound = self._bind(model)
+        """Predicted RTTs of ``candidates`` (seconds) on ``bound``, the current plan, by one model
+        call, or the reason the model cannot be used."""
         if bound is None:
             return None, "stale"
-        wall = self.wall_clock()
-        if bound.levels:
-            hit = self._tabulated(bound, candidates, request, wall)
-            if hit is not None:
-                self.table_hits += 1
-                return hit, None
         rows = assembler.rows_for(bound, candidates, wall, self.settings.stale_after_s)
         if isinstance(rows, str):
             if isinstance(rows, assembler.OutOfRange):
