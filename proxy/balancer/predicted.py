@@ -144,12 +144,14 @@ class PredictedSettings:
 
 @dataclass(slots=True)
 class Decision:
-    """What a decision knew; read by the data plane for accuracy, hedging and the explain header."""
+    """What a decision knew; read by the data plane for accuracy, hedging and the explain header.
+    Built whole (positionally on the model path: keyword arguments cost a dict's worth of work
+    per decision) and not changed afterwards."""
 
     endpoint: Endpoint | None
-    predicted_s: float = float("nan")  # prediction for the chosen endpoint
+    predicted_s: float = math.nan  # prediction for the chosen endpoint
     runner_up: Endpoint | None = None
-    runner_up_s: float = float("nan")
+    runner_up_s: float = math.nan
     fallback: str | None = None  # reason when routed by the fallback policy
     duration_s: float = 0.0
     scored: Sequence[Endpoint] = ()  # the candidates the model scored, and their predictions
@@ -158,12 +160,18 @@ class Decision:
     def prediction_for(self, ep: Endpoint | None) -> float:
         """The model's prediction for ``ep`` if it was scored (shadow mode asks for the live
         policy's choice; the accuracy safeguard for the fallback's), else NaN."""
-        if self.preds is None or ep is None:
-            return float("nan")
-        for i, cand in enumerate(self.scored):
-            if cand is ep:
-                return float(self.preds[i])
-        return float("nan")
+        return prediction_among(self.scored, self.preds, ep)
+
+
+
+def prediction_among(scored: Sequence[Endpoint], preds: Sequence[float] | None, ep: Endpoint | None) -> float:
+    """``ep``'s prediction among the ``scored`` candidates' ``preds``, NaN if it was not scored."""
+    if preds is None or ep is None:
+        return math.nan
+    for i, cand in enumerate(scored):
+        if cand is ep:
+            return float(preds[i])
+    return math.nan
 
 
 def sample_indices(n: int, d: int, random: Callable[[], float]) -> list[int]:
@@ -254,6 +262,9 @@ class PredictedPolicy:
         self._bound: assembler.BoundInputs | None = None
         # what ``_bound`` was built from, held (not their ids: a freed snapshot's id can be reused)
         self._bound_snap: Any = None
+        # per row of ``_bound``: the wall time until which its vector is fresh (sample time +
+        # ``stale_after_s``; NaN for a backend without a vector, which no comparison passes)
+        self._fresh_until: list[float] = []
         self._bound_model: LoadedModel | None = None
         self._request: RequestInfo | None = None  # the last request seen and its table key:
         self._request_key: tuple[float, ...] = ()  # the data plane shares infos between tries
@@ -277,18 +288,19 @@ class PredictedPolicy:
     def decide(
         self, endpoints: Sequence[Endpoint], request: RequestInfo, rng: random.Random, now: float
     ) -> Decision:
-        if not endpoints:
-            return Decision(None)
-        if len(endpoints) == 1:
-            return Decision(endpoints[0])
+        n = len(endpoints)
+        if n < 2:
+            return Decision(endpoints[0] if n else None)
         started = self.perf_counter()
         model = self.holder.current
         if model is None:
             return self._fall_back("no_model", endpoints, request, rng, now, started)
         if now < self.budget.open_until:
             return self._fall_back("slow", endpoints, request, rng, now, started)
-        candidates = self._candidates(endpoints, rng)
-        bound = self._bind(model)
+        candidates = endpoints if n <= self._choices else self._candidates(endpoints, rng)
+        bound = self._bound
+        if bound is None or self._bound_snap is not self.features.snapshot or self._bound_model is not model:
+            bound = self._bind(model)
         wall = self.wall_clock()
         # a tabulated model reads its cells; the general path scores (and fills them) on a miss
         preds = None
@@ -300,31 +312,24 @@ class PredictedPolicy:
             preds, reason = self._score(model, bound, candidates, request, now, wall)
             if preds is None:
                 return self._fall_back(reason or "error", endpoints, request, rng, now, started)
-        penalty = self.settings.inflight_penalty
         costs = preds
+        penalty = self.settings.inflight_penalty
         if penalty:
             costs = [p * (1.0 + penalty * ep.in_flight) for p, ep in zip(preds, candidates, strict=True)]
         best, second = two_lowest(costs, candidates)
         accuracy = self.accuracy.value
         # 1 - MAPE goes below zero for a model off by more than 100%: a floor of 0 turns it off
         if accuracy is not None and accuracy < self._floor:
-            decision = self._fall_back("accuracy", endpoints, request, rng, now, started)
             # keep measuring: predict the fallback's choice if it was among the scored candidates,
             # so that a recovered model can lift the safeguard by itself
-            decision.scored, decision.preds = candidates, preds
-            decision.predicted_s = decision.prediction_for(decision.endpoint)
-            return decision
-        # positional: keyword arguments cost a dict's worth of work per decision; predictions are
-        # Python floats already (``tolist`` or table cells)
-        decision = Decision(
-            candidates[best], preds[best], candidates[second], preds[second], None, 0.0, candidates, preds
-        )
-        # ``_finish`` inline: the model path is the one taken per request
-        duration = decision.duration_s = self.perf_counter() - started
+            return self._fall_back("accuracy", endpoints, request, rng, now, started, candidates, preds)
+        duration = self.perf_counter() - started
         self.budget.record(duration, now)
         if self.on_duration is not None:
             self.on_duration(duration)
-        return decision
+        # predictions are Python floats already (``tolist`` or table cells)
+        chosen, runner_up = candidates[best], candidates[second]
+        return Decision(chosen, preds[best], runner_up, preds[second], None, duration, candidates, preds)
 
     # -- feedback from the data plane ----------------------------------------------------------
     def observe(self, predicted_s: float, rtt_s: float, ok: bool) -> float | None:
@@ -410,26 +415,34 @@ class PredictedPolicy:
         clock, is checked again."""
         key = self._request_key if request is self._request else self._key(bound, request)
         table = self._tables.get(key)
-        if table is None or table.__class__ is not list:  # first of its kind, or out of range
+        if table.__class__ is not list:  # None: first of its kind; OutOfRange: out of range
             return None
-        row_of, sample_ts, stale_after = bound.row_of, bound.sample_ts, self.settings.stale_after_s
-        reads_flight = bound.in_flight is not None
-        levels = bound.levels
+        row_of, fresh_until = bound.row_of, self._fresh_until
         preds = []
-        for ep in candidates:
-            row = row_of.get(ep.id)
-            if row is None or not wall - sample_ts[row] <= stale_after:  # NaN (never seen) fails too
-                return None
-            cells = table[row]
-            if cells is None:
-                return None
-            n = ep.in_flight if reads_flight else 0
-            if n >= levels:
-                return None
-            pred = cells[n]
-            if pred != pred:  # NaN: not scored yet
-                return None
-            preds.append(pred)
+        # The misses are rare and each raises on the lookup that fails, so the common path is one
+        # lookup chain per candidate: KeyError (a backend without a row), TypeError (a row with no
+        # cell yet: ``None[n]``), IndexError (an in-flight count beyond the table's levels).
+        try:
+            if bound.in_flight is not None:
+                for ep in candidates:
+                    row = row_of[ep.id]
+                    if not wall <= fresh_until[row]:  # stale, or never seen (NaN)
+                        return None
+                    pred = table[row][ep.in_flight]  # type: ignore[index]
+                    if pred != pred:  # NaN: not scored yet
+                        return None
+                    preds.append(pred)
+            else:
+                for ep in candidates:
+                    row = row_of[ep.id]
+                    if not wall <= fresh_until[row]:
+                        return None
+                    pred = table[row][0]  # type: ignore[index]
+                    if pred != pred:
+                        return None
+                    preds.append(pred)
+        except (KeyError, TypeError, IndexError):
+            return None
         return preds
 
     def _count_ood(self, feature: str) -> None:
@@ -546,6 +559,8 @@ class PredictedPolicy:
         self._refill = {}  # row numbers of the previous plan: void now
         self._tables = self._carried_tables(old, bound) if old is not None else {}
         self._bound, self._bound_snap, self._bound_model = bound, snap, model
+        stale_after = self.settings.stale_after_s
+        self._fresh_until = [ts + stale_after for ts in bound.sample_ts]
         if bound.missing and (old is None or old.missing != bound.missing):
             log.warning("model inputs with no source (scored as 0): %s", ", ".join(bound.missing))
         return bound
@@ -611,17 +626,18 @@ class PredictedPolicy:
         rng: random.Random,
         now: float,
         started: float,
+        scored: Sequence[Endpoint] = (),
+        preds: Sequence[float] | None = None,
     ) -> Decision:
+        """Route by the fallback policy, counting ``reason``; ``scored``/``preds``, when the model
+        did score, give the fallback's choice its prediction (live accuracy keeps being measured).
+        Fallback decisions are timed but not held against the decision budget."""
         self.fallbacks[reason] += 1
         if self.on_fallback is not None:
             self.on_fallback(reason)
-        decision = Decision(self.fallback.pick(endpoints, request, rng, now), fallback=reason)
-        return self._finish(decision, started, now)
-
-    def _finish(self, decision: Decision, started: float, now: float) -> Decision:
-        decision.duration_s = self.perf_counter() - started
-        if decision.fallback is None:
-            self.budget.record(decision.duration_s, now)
+        chosen = self.fallback.pick(endpoints, request, rng, now)
+        duration = self.perf_counter() - started
         if self.on_duration is not None:
-            self.on_duration(decision.duration_s)
-        return decision
+            self.on_duration(duration)
+        predicted = prediction_among(scored, preds, chosen)
+        return Decision(chosen, predicted, None, math.nan, reason, duration, scored, preds)

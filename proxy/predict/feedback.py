@@ -6,7 +6,7 @@ streaming median, the absolute percentage error for its live accuracy, the same 
 ``presage_predicted_latency_seconds`` gauge. Done per request that is three method calls, a
 ``bisect``, a dict store and a handful of float operations in the interpreter (several
 microseconds of a request's ~100). ``Feedback.add`` appends the decision's prediction, its
-endpoint and the RTT to three lists (no object is created); every ``size`` pairs (and before every
+endpoint and the RTT to one flat list (no object outlives the call); every ``size`` pairs (and before every
 metrics flush, admin read or live-accuracy publication) ``flush`` applies them in order: one numpy
 pass computes the errors, fills the accuracy window (``LiveAccuracy.record_many``) and buckets
 the histogram (``BatchedHistogram.observe_many``); the decision budget takes a large batch's
@@ -19,7 +19,7 @@ safeguards see it up to ``size`` tries late, ~0.1 s at the request rates where b
 from __future__ import annotations
 
 from itertools import compress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,7 +37,7 @@ BATCH = 1024
 
 
 class Feedback:
-    __slots__ = ("endpoints", "histogram", "latest", "policy", "predicted", "rtts", "size")
+    __slots__ = ("_full", "histogram", "items", "latest", "policy", "size")
 
     def __init__(
         self, policy: PredictedPolicy, histogram: BatchedHistogram | None, size: int = BATCH
@@ -47,30 +47,36 @@ class Feedback:
         self.policy = policy
         self.histogram = histogram
         self.size = size
-        # Plain floats and the endpoints (which live on), not the decisions: a batch of retained
-        # ``Decision`` objects is a net allocation of tracked containers, and every ~700 of those
-        # trigger a cyclic collection (one per batch, ~150 us each in a loaded worker)
-        self.predicted: list[float] = []
-        self.endpoints: list[Endpoint | None] = []
-        self.rtts: list[float] = []
+        # prediction, endpoint, RTT per try, flat: plain floats and the endpoints (which live on),
+        # not the decisions. A batch of retained ``Decision`` tuples is a net allocation of
+        # tracked containers, and every ~700 of those trigger a cyclic collection (one per batch,
+        # ~150 us each in a loaded worker); one list extended by three is also one call a try.
+        self.items: list[Any] = []
+        self._full = 3 * size
         # backend id -> its latest prediction that was followed by an answer (the gauge, at 1 Hz)
         self.latest: dict[str, float] = {}
 
     def add(self, decision: Decision, rtt_s: float) -> None:
         """A try routed by ``decision`` succeeded after ``rtt_s`` (failed tries are not evidence
         and never come here); its ``predicted_s`` is NaN when the model did not score that backend."""
-        self.predicted.append(decision.predicted_s)
-        self.endpoints.append(decision.endpoint)
-        self.rtts.append(rtt_s)
-        if len(self.rtts) >= self.size:
+        items = self.items
+        items += (decision.predicted_s, decision.endpoint, rtt_s)
+        if len(items) >= self._full:
             self.flush()
 
+    @property
+    def pending(self) -> int:
+        """Tries added since the last flush."""
+        return len(self.items) // 3
+
     def flush(self) -> None:
-        rtts = self.rtts
-        if not rtts:
+        items = self.items
+        if not items:
             return
-        predicted, endpoints = self.predicted, self.endpoints
-        self.predicted, self.endpoints, self.rtts = [], [], []
+        self.items = []
+        predicted: list[float] = items[0::3]  # type: ignore[assignment]
+        endpoints: list[Endpoint | None] = items[1::3]  # type: ignore[assignment]
+        rtts: list[float] = items[2::3]  # type: ignore[assignment]
         policy = self.policy
         policy.budget.observe_rtts(rtts)
         pred, obs = np.array(predicted), np.array(rtts)

@@ -67,6 +67,9 @@ class PredictionRuntime:
         self.wall_clock = wall_clock
         self.holder = ModelHolder()
         self.features: Any = None
+        # the store's latest snapshot, kept here by its ``on_snapshot`` hook: the ``predicted``
+        # policy reads it once per decision, as a plain attribute
+        self.snapshot: Any = None
         self.redis: Any = None
         self.watcher: ModelWatcher | None = None
         self.recorder: SampleRecorder | None = None
@@ -86,6 +89,7 @@ class PredictionRuntime:
                 raise ValueError("redis: the feature store needs a Redis URL (the CLI starts one)")
             self.redis = async_client(config.redis)
             self.features = FeatureStore(config.redis, [b.id for b in config.backends], metrics=self.metrics)
+            self.snapshot = self.features.snapshot  # built by the constructor, before any hook
             self.features.on_snapshot.append(self._prefill)
             await self.features.start()
             await self._first_features(FIRST_FEATURES_WAIT_S)
@@ -195,14 +199,11 @@ class PredictionRuntime:
             self._predicted[key] = policy
         return policy
 
-    def _prefill(self, _snapshot: Any) -> None:
+    def _prefill(self, snapshot: Any) -> None:
         """A new snapshot: let each predicted policy score its tables now, between requests."""
+        self.snapshot = snapshot
         for policy in self._in_use:
             policy.prefill()
-
-    @property
-    def snapshot(self) -> Any:
-        return self.features.snapshot if self.features is not None else None
 
     @staticmethod
     def _wants_model(config: ProxyConfig) -> bool:

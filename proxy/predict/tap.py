@@ -120,6 +120,7 @@ class DecisionTap:
         return Ticket(ep, decision, shadow, pending, explored)
 
     def completed(self, ticket: Ticket | Decision, rtt_s: float, ok: bool, status: int) -> None:
+        """A try ended (``ok``: an answer came back) after ``rtt_s`` with ``status``."""
         # failed tries are not evidence (``PredictedPolicy.observe``): a refused connection's RTT
         # says nothing about service time
         if ticket.__class__ is Decision:

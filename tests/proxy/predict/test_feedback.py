@@ -103,7 +103,7 @@ def test_a_model_swap_applies_pending_feedback_to_the_old_window_then_resets() -
         policy.feedback.add(decided(0.010), 0.010)
     assert policy.accuracy.count == 0  # still pending
     policy.holder.swap(None)
-    assert policy.accuracy.count == 0 and policy.accuracy.total == 10 and policy.feedback.rtts == []
+    assert policy.accuracy.count == 0 and policy.accuracy.total == 10 and policy.feedback.pending == 0
 
 
 def test_the_latest_scored_prediction_per_backend_is_kept_for_the_gauge() -> None:

@@ -133,6 +133,29 @@ def test_counts_beyond_the_table_are_scored_directly(tmp_path: Path) -> None:
     assert d.fallback is None and d.preds == pytest.approx(direct(p, eps, request), rel=1e-5)
 
 
+def test_a_filled_table_never_answers_for_a_stale_or_unknown_backend(tmp_path: Path) -> None:
+    # the table path checks freshness per decision: cells scored while a vector was fresh must not
+    # answer once it is stale, nor for a candidate the snapshot has no row for
+    clock = [1_000_000.0]
+    h = holder_for(write_queue_model(tmp_path / "m", in_flight=True))
+    store = Store(snapshot([1, 2], now=clock[0]))
+    p = PredictedPolicy(holder=h, features=store, fallback=PeakEwmaPolicy(),
+                        settings=PredictedSettings(choices=0, min_budget_s=1.0, stale_after_s=3.0),
+                        wall_clock=lambda: clock[0])  # fmt: skip
+    eps = [Endpoint("b0", "http://127.0.0.1:9000"), Endpoint("b1", "http://127.0.0.1:9001")]
+    request = RequestInfo("GET", 0, 1.0, True)
+    assert p.decide(eps, request, random.Random(1), NOW).fallback is None  # scores and fills the cells
+    hits = p.table_hits
+    assert p.decide(eps, request, random.Random(1), NOW).fallback is None and p.table_hits == hits + 1
+    clock[0] += 2.95  # vectors sampled 0.1 s before the snapshot: 3.05 s old now
+    assert p.decide(eps, request, random.Random(1), NOW).fallback == "stale"
+    assert p.table_hits == hits + 1
+    clock[0] -= 2.95
+    stranger = Endpoint("b9", "http://127.0.0.1:9009")
+    assert p.decide([eps[0], stranger], request, random.Random(1), NOW).fallback == "stale"
+    assert p.decide(eps, request, random.Random(1), NOW).fallback is None and p.table_hits == hits + 2
+
+
 def test_a_request_kind_out_of_range_is_counted_every_time(tmp_path: Path) -> None:
     p = policy(holder_for(write_queue_model(tmp_path / "m", in_flight=True)), Store(snapshot([1, 2])))
     eps = [Endpoint("b0", "http://127.0.0.1:9000"), Endpoint("b1", "http://127.0.0.1:9001")]
