@@ -122,3 +122,24 @@ def test_the_quiet_variant_is_the_interference_regime_without_neighbours() -> No
     assert (quiet.backends, quiet.trace, quiet.sizes, quiet.cpu_period_ms, quiet.duration_s) == (
         base.backends, base.trace, base.sizes, base.cpu_period_ms, base.duration_s
     )
+
+
+def test_the_core_variants_trade_the_fractional_quota_for_work_and_keep_the_rest() -> None:
+    from loadtest.testbed import imaging
+
+    quiet, core_quiet = load_scenario("interference-quiet"), load_scenario("interference-core-quiet")
+    assert core_quiet.episodes == ()
+    assert (core_quiet.trace, core_quiet.sizes, core_quiet.duration_s, core_quiet.cpu_period_ms) == (
+        quiet.trace, quiet.sizes, quiet.duration_s, quiet.cpu_period_ms
+    )
+    for b, cb in zip(quiet.backends, core_quiet.backends, strict=True):
+        assert (cb.id, cb.workers, cb.delay_ms) == (b.id, b.workers, b.delay_ms)
+        assert cb.cpu_quota_cores == 1.0  # one busy worker thread never exhausts it
+        # a request alone takes as long: the frames it does on a whole core are the old frames / quota
+        assert imaging.frames_for(cb.work_mult) == round(imaging.frames_for(b.work_mult) / b.cpu_quota_cores)
+    core = load_scenario("interference-core")
+    assert core.episodes == load_scenario("interference").episodes
+    assert (core.backends, core.trace, core.sizes, core.duration_s, core.cpu_period_ms) == (
+        core_quiet.backends, core_quiet.trace, core_quiet.sizes, core_quiet.duration_s,
+        core_quiet.cpu_period_ms,
+    )  # fmt: skip
