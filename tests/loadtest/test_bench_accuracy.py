@@ -135,7 +135,7 @@ def test_the_core_variants_trade_the_fractional_quota_for_work_and_keep_the_rest
     for b, cb in zip(quiet.backends, core_quiet.backends, strict=True):
         assert (cb.id, cb.workers, cb.delay_ms) == (b.id, b.workers, b.delay_ms)
         assert cb.cpu_quota_cores == 1.0  # one busy worker thread never exhausts it
-        # a request alone takes as long: the frames it does on a whole core are the old frames / quota
+        # the same core-time per request: frames on a whole core = the old frames / the old quota
         assert imaging.frames_for(cb.work_mult) == round(imaging.frames_for(b.work_mult) / b.cpu_quota_cores)
     core = load_scenario("interference-core")
     assert core.episodes == load_scenario("interference").episodes
