@@ -223,6 +223,48 @@ def two_lowest(costs: Sequence[float], candidates: Sequence[Endpoint]) -> tuple[
     return best, second
 
 
+def table_preds(
+    candidates: Sequence[Endpoint],
+    row_of: dict[str, int],
+    fresh_until: list[float],
+    table: list[list[float] | None],
+    wall: float,
+    reads_flight: bool,
+) -> list[float] | None:
+    """The candidates' predictions from a prediction table, or None at the first miss: a backend
+    without a row, a vector stale at ``wall`` (or never seen: NaN), a row with no cell scored, an
+    in-flight count beyond the table's levels, a cell not scored yet (NaN). The cell read is the
+    candidate's in-flight count when the model reads it, else 0.
+
+    The misses are rare and each raises on the lookup that fails, so the common path is one
+    lookup chain per candidate: KeyError (no row), TypeError (``None[n]``), IndexError (beyond
+    the levels)."""
+    preds = []
+    try:
+        for ep in candidates:
+            row = row_of[ep.id]
+            if not wall <= fresh_until[row]:  # stale, or never seen (NaN)
+                return None
+            pred = table[row][ep.in_flight if reads_flight else 0]  # type: ignore[index]
+            if pred != pred:  # NaN: not scored yet
+                return None
+            preds.append(pred)
+    except (KeyError, TypeError, IndexError):
+        return None
+    return preds
+
+
+# The two per-request loops in C when the extension was built (``_fastpick.c``: the same answers,
+# checked against the Python functions above by tests/proxy/balancer/test_fastpick.py). Measured
+# with ``python -m loadtest.bench_instructions``: see the README, "Prediction cost".
+try:
+    from ._fastpick import tabulated as _table_preds
+    from ._fastpick import two_lowest as _two_lowest
+except ImportError:  # installed without a C compiler: the same code, interpreted
+    _table_preds, _two_lowest = table_preds, two_lowest
+FAST_PATH = _table_preds is not table_preds
+
+
 class PredictedPolicy:
     name = "predicted"
 
@@ -316,7 +358,7 @@ class PredictedPolicy:
         penalty = self.settings.inflight_penalty
         if penalty:
             costs = [p * (1.0 + penalty * ep.in_flight) for p, ep in zip(preds, candidates, strict=True)]
-        best, second = two_lowest(costs, candidates)
+        best, second = _two_lowest(costs, candidates)
         accuracy = self.accuracy.value
         # 1 - MAPE goes below zero for a model off by more than 100%: a floor of 0 turns it off
         if accuracy is not None and accuracy < self._floor:
@@ -417,33 +459,9 @@ class PredictedPolicy:
         table = self._tables.get(key)
         if table.__class__ is not list:  # None: first of its kind; OutOfRange: out of range
             return None
-        row_of, fresh_until = bound.row_of, self._fresh_until
-        preds = []
-        # The misses are rare and each raises on the lookup that fails, so the common path is one
-        # lookup chain per candidate: KeyError (a backend without a row), TypeError (a row with no
-        # cell yet: ``None[n]``), IndexError (an in-flight count beyond the table's levels).
-        try:
-            if bound.in_flight is not None:
-                for ep in candidates:
-                    row = row_of[ep.id]
-                    if not wall <= fresh_until[row]:  # stale, or never seen (NaN)
-                        return None
-                    pred = table[row][ep.in_flight]  # type: ignore[index]
-                    if pred != pred:  # NaN: not scored yet
-                        return None
-                    preds.append(pred)
-            else:
-                for ep in candidates:
-                    row = row_of[ep.id]
-                    if not wall <= fresh_until[row]:
-                        return None
-                    pred = table[row][0]  # type: ignore[index]
-                    if pred != pred:
-                        return None
-                    preds.append(pred)
-        except (KeyError, TypeError, IndexError):
-            return None
-        return preds
+        return _table_preds(
+            candidates, bound.row_of, self._fresh_until, table, wall, bound.in_flight is not None
+        )
 
     def _count_ood(self, feature: str) -> None:
         """Which inputs push decisions out of the training range: the operator's first question
