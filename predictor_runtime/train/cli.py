@@ -1,7 +1,7 @@
 """``presage train``: build, assess and export a model bundle from recorded samples.
 
     presage train --data SAMPLES.jsonl [MORE ...] --out DIR [--report DIR] [--budget-frac 0.01]
-                  [--seed N] [--families ridge,rf,lgbm,mlp] [--follow ...]
+                  [--seed N] [--families ridge,rf,lgbm,mlp,table] [--no-table-floor] [--follow ...]
     presage train --data LATER.jsonl --assess BUNDLE
 
 ``--data`` takes sample files (globs and comma lists too) or a Redis URL (``redis://host:port/db``,
@@ -69,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int, default=200_000, help="train on the newest N samples at most")
     p.add_argument("--k-grid", type=_int_list, default=DEFAULT_K_GRID, help="feature counts to try")
     p.add_argument("--no-balance", action="store_true", help="do not balance the training rows by RTT bins")
+    p.add_argument(
+        "--weight-inverse-rtt", action="store_true",
+        help="weight training rows by 1/RTT (aims at each cell's MAPE-optimal level; default: equal)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-table-floor", action="store_true",
+        help="do not add the per-cell table (backend, request class, in-flight) to --families",
+    )  # fmt: skip
     p.add_argument("--transform", default="log", help="target transform: log, log1p or identity")
     p.add_argument("--size", choices=("default", "small"), default="default", help="model sizes")
     p.add_argument("--timing-calls", type=int, default=2000, help="calls per inference-time measurement")
@@ -140,6 +148,8 @@ def _options(args: argparse.Namespace) -> TrainOptions:
         progress=not args.no_progress,
         exclude=tuple(args.exclude),
         calibrate=not args.no_calibrate,
+        inverse_rtt_weight=args.weight_inverse_rtt,
+        table_floor=not args.no_table_floor,
     )
 
 

@@ -36,6 +36,9 @@ from .export import ExportError
 from .pipeline import TrainOptions, TrainResult, check_out_dir, train
 
 LIVE_ACCURACY_KEY = "presage:live_accuracy"
+# The candidate's accuracy comes from its native model, the current bundle's from onnxruntime; trees
+# store float32 leaf values in ONNX, so one and the same model differs by ~1e-7 between the two.
+SCORING_EPS = 1e-6
 VERSION_KEY = "presage:model:version"
 PATH_KEY = "presage:model:path"
 
@@ -119,7 +122,7 @@ class Follower:
         result = train(ds, self.train_opts, sources=self.data)
         new_acc = result.selected.test["accuracy"]
         cur_acc = self._current_accuracy(ds, result)
-        better = cur_acc is None or new_acc > cur_acc + self.opts.min_gain
+        better = cur_acc is None or new_acc > cur_acc + self.opts.min_gain + SCORING_EPS
         sha = self._publish(result) if better else None
         verdict = "published" if better else "kept the current model"
         cur_txt = "none" if cur_acc is None else f"{cur_acc:.4f}"

@@ -12,7 +12,7 @@ import pytest
 from loadtest.synth_samples import generate
 from predictor_runtime import samples
 from predictor_runtime.bundle import load_bundle
-from predictor_runtime.train import pipeline
+from predictor_runtime.train import pipeline, zoo
 from predictor_runtime.train.cli import main
 from proxy.cli import main as presage
 
@@ -32,7 +32,7 @@ def test_trained_bundle_metadata(trained: tuple[Path, pipeline.TrainResult]) -> 
     out, result = trained
     bundle = load_bundle(out)
     assert bundle.batch_size == 3
-    assert bundle.family in ("ridge", "rf", "lgbm", "mlp")
+    assert bundle.family in zoo.FAMILIES
     assert bundle.transform == "log"
     assert {"backend=b1", "backend=b2", "backend=b3", "req_class"} <= set(bundle.feature_names)
     assert len(bundle.feature_names) == len(result.ranking.kept) + 3
@@ -49,7 +49,7 @@ def test_trained_bundle_metadata(trained: tuple[Path, pipeline.TrainResult]) -> 
     )
     assert bundle.training["samples_used"] == len(result.dataset)
     assert bundle.training["backends"] == ["b1", "b2", "b3"]
-    assert set(bundle.training["candidates"]) == {"ridge", "rf", "lgbm", "mlp"}
+    assert set(bundle.training["candidates"]) == {"ridge", "rf", "lgbm", "mlp", "table"}
     for name, r in bundle.ranges.items():
         col = result.dataset.columns([name])[result.split.train, 0]
         assert r.min == pytest.approx(col.min()) and r.max == pytest.approx(col.max())

@@ -39,5 +39,5 @@ def test_every_family_fits_and_predicts(family: str) -> None:
 
 
 def test_unknown_family_is_named() -> None:
-    with pytest.raises(ValueError, match=r"unknown family 'xgb' \(known: ridge, rf, lgbm, mlp\)"):
+    with pytest.raises(ValueError, match=r"unknown family 'xgb' \(known: ridge, rf, lgbm, mlp, table\)"):
         zoo.check_families(["ridge", "xgb"])
