@@ -27,7 +27,7 @@ machine, and the quota rows show what the period adds to it.
 
 How long. A run is N x (10 ms mean gap + RTT) plus about 2 s to start a backend and warm it up:
 ``--sizes 128,256,512 --periods 10,none --repeat 3`` took 2.0 min on this 2-core machine,
-``--sizes 512 --periods 100 --repeat 3`` 0.4 min; the defaults (three periods) take about 3 min.
+``--sizes 512 --periods 100 --repeat 3`` 0.4 min; so the defaults (three periods) about 3 min.
 
 It needs a writable CPU cgroup (root) and exits 2 without one. Wrap it in
 ``flock /tmp/presage-testbed.lock`` on a shared machine: a testbed running beside it would become
