@@ -142,8 +142,8 @@ def fit(
     model = make_model(family, names, cfg, seed)
     x = np.asarray(x, dtype=np.float32)
     if family == "table":
-        # every other column constant: a tree never splits on a column without variance, so the
-        # fitted graph reads only the table's inputs although it takes the whole feature vector
+        # the pipeline gives the table only its inputs; any other column is made constant, and a
+        # tree never splits on a column without variance, so the graph never reads it
         x = np.where(table_columns(names), x, np.float32(0.0))
     kw: dict[str, Any] = {}
     if weight is not None:  # a scikit-learn pipeline routes it to its last step
