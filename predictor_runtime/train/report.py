@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .pipeline import Candidate, TrainResult
+from .pipeline import ACCURACY_TIE, Candidate, TrainResult
 
 
 def write_report(result: TrainResult, out: Path) -> None:
@@ -48,6 +48,7 @@ def render_markdown(r: TrainResult) -> str:
         f"The scale does not change which backend ranks first; the rank correlation of prediction and "
         f"RTT on the test split (Spearman) is {sel.test.get('spearman', 0.0):.3f}.",
         "",
+        *_table_note(r),
         *_noise(r),
         "## Data",
         "",
@@ -138,6 +139,26 @@ def _per_backend(r: TrainResult) -> list[str]:
     ]
     lines += [f"| {b} | {_pct(acc)} |" for b, acc in pb["by_backend"].items()]
     return lines
+
+
+def _table_note(r: TrainResult) -> list[str]:
+    """What the table floor says about the selection (nothing when it was left out)."""
+    table = next((c for c in r.candidates if c.family == "table"), None)
+    if table is None or table.error is not None:
+        return []
+    if r.selected is table:
+        what = (
+            "No learned model beat the per-cell table on validation by more than "
+            f"{100 * ACCURACY_TIE:.0f} point, so the table ships: the MAPE-optimal constant per backend, "
+            f"request class and in-flight count; its inputs: {', '.join(table.features)}."
+        )
+    else:
+        what = (
+            f"It beat the per-cell table (the MAPE-optimal constant per backend, request class and "
+            f"in-flight count) on validation: {_pct(r.selected.val['accuracy'])} against "
+            f"{_pct(table.val['accuracy'])}."
+        )
+    return [what, ""]
 
 
 def _features(r: TrainResult) -> list[str]:

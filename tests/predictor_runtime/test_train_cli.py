@@ -76,6 +76,7 @@ def test_report_is_written_with_plots(trained: tuple[Path, pipeline.TrainResult]
     text = (out / "report" / "report.md").read_text()
     assert f"Selected: **{result.selected.family}**" in text
     assert "Global vs per-backend models" in text and "| req_class |" in text
+    assert "per-cell table" in text and "| table |" in text.replace("**", "")
     for png in ("accuracy_vs_time.png", "predicted_vs_observed.png", "feature_correlations.png"):
         assert (out / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
