@@ -57,9 +57,10 @@ from .bench_dataplane import Settings, backend_processes, free_port, load
 from .bench_predicted import (
     VectorPusher,
     admin_json,
+    bundle_or_trained,
     metrics_text,
     requests_answered,
-    train_bundle,
+    two_ids,
     typical_vector,
 )
 
@@ -206,9 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="measurements per policy (median)")
     parser.add_argument("--ids", default="lb1,lb2", help="the two loopback backends' ids (bench_predicted's)")
     args = parser.parse_args(argv)
-    ids = [i.strip() for i in args.ids.split(",")]
-    if len(ids) != 2 or len(set(ids)) != 2 or not all(ids):
-        parser.error(f"--ids: two distinct backend ids, got {args.ids!r}")
+    ids = two_ids(parser, args.ids)
     if args.duration <= 0 or args.repeat < 1:
         parser.error("--duration must be > 0 and --repeat >= 1")
     missing = [tool for tool in ("valgrind", "callgrind_control") if shutil.which(tool) is None]
@@ -221,10 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: dict[str, list[dict[str, float]]] = {p: [] for p in POLICIES}
     with tempfile.TemporaryDirectory(prefix="presage-bench-instructions-") as tmp:
         workdir = Path(tmp)
-        bundle_dir = args.model
-        if bundle_dir is None:
-            print("training a bundle on synthetic samples ...", flush=True)
-            bundle_dir = train_bundle(workdir)
+        bundle_dir = bundle_or_trained(args.model, workdir)
         bundle = load_bundle(bundle_dir)
         values = typical_vector(bundle, schema.feature_names(schema.DEFAULT_WINDOWS))
         with start_embedded(workdir / "redis") as redis_server, backend_processes(2) as addresses:

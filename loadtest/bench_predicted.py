@@ -93,6 +93,22 @@ def train_bundle(workdir: Path) -> Path:
     return out
 
 
+def bundle_or_trained(model: Path | None, workdir: Path) -> Path:
+    """``model``, or a bundle trained on synthetic samples in ``workdir`` (about a minute)."""
+    if model is not None:
+        return model
+    print("training a bundle on synthetic samples ...", flush=True)
+    return train_bundle(workdir)
+
+
+def two_ids(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    """``--ids``: two distinct backend ids, checked before any work (``parser.error`` otherwise)."""
+    ids = [i.strip() for i in text.split(",")]
+    if len(ids) != 2 or len(set(ids)) != 2 or not all(ids):
+        parser.error(f"--ids: two distinct backend ids, got {text!r}")
+    return ids
+
+
 def typical_vector(bundle: Bundle, names: Sequence[str]) -> np.ndarray:
     """Agent features at the middle of the model's training range (zeros where it has none)."""
     values = np.zeros(len(names), dtype=np.float32)
@@ -393,15 +409,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per throughput run")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    ids = [i.strip() for i in args.ids.split(",")]
-    if len(ids) != 2 or len(set(ids)) != 2 or not all(ids):  # before a minute of other work
-        parser.error(f"--ids: two distinct backend ids, got {args.ids!r}")
+    ids = two_ids(parser, args.ids)  # before a minute of other work
     with tempfile.TemporaryDirectory(prefix="presage-bench-predicted-") as tmp:
         workdir = Path(tmp)
-        bundle_dir = args.model
-        if bundle_dir is None:
-            print("training a bundle on synthetic samples ...", flush=True)
-            bundle_dir = train_bundle(workdir)
+        bundle_dir = bundle_or_trained(args.model, workdir)
         bundle = load_bundle(bundle_dir)
         print(f"model: {bundle.family}, {len(bundle.feature_names)} inputs", flush=True)
         decisions = decision_times(bundle_dir, args.decisions, args.seed, args.churn)
