@@ -163,7 +163,6 @@ class Decision:
         return prediction_among(self.scored, self.preds, ep)
 
 
-
 def prediction_among(scored: Sequence[Endpoint], preds: Sequence[float] | None, ep: Endpoint | None) -> float:
     """``ep``'s prediction among the ``scored`` candidates' ``preds``, NaN if it was not scored."""
     if preds is None or ep is None:
@@ -339,7 +338,8 @@ class PredictedPolicy:
             return self._fall_back("no_model", endpoints, request, rng, now, started)
         if now < self.budget.open_until:
             return self._fall_back("slow", endpoints, request, rng, now, started)
-        candidates = endpoints if n <= self._choices else self._candidates(endpoints, rng)
+        d = self._choices  # score every candidate, or a random ``d`` of them ("Herding" above)
+        candidates = endpoints if n <= d else [endpoints[i] for i in sample_indices(n, d, rng.random)]
         bound = self._bound
         if bound is None or self._bound_snap is not self.features.snapshot or self._bound_model is not model:
             bound = self._bind(model)
@@ -402,12 +402,6 @@ class PredictedPolicy:
         }
 
     # -- internals -----------------------------------------------------------------------------
-    def _candidates(self, endpoints: Sequence[Endpoint], rng: random.Random) -> Sequence[Endpoint]:
-        n, d = len(endpoints), self._choices
-        if n <= d:
-            return endpoints
-        return [endpoints[i] for i in sample_indices(n, d, rng.random)]
-
     def _score(
         self,
         model: LoadedModel,
