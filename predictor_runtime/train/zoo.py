@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-FAMILIES: tuple[str, ...] = ("ridge", "rf", "lgbm", "mlp", "table")
+LEARNED: tuple[str, ...] = ("ridge", "rf", "lgbm", "mlp")  # the default --families
+FAMILIES: tuple[str, ...] = (*LEARNED, "table")
 # The inputs of the ``table`` family besides the backend one-hot columns: the noise check's keys.
 TABLE_INPUTS: tuple[str, ...] = ("req_class", "proxy_in_flight")
 

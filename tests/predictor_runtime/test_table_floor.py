@@ -62,7 +62,7 @@ def table_accuracy(train: Dataset, later: Dataset) -> float:
 def test_selection_on_a_skewed_quiet_world_is_not_below_the_per_cell_table(tmp_path: Path) -> None:
     train, later = quiet_world(1), quiet_world(2)
     # a budget no model misses (10% of a ~40 ms median): the decision-time part plays no role here
-    result = pipeline.train(train, small_options(families=("lgbm", "rf"), budget_frac=0.1))
+    result = pipeline.train(train, small_options(families=("lgbm", "rf"), budget_frac=0.1, table_floor=True))
     assert "table" in {c.family for c in result.candidates}
     assert all(c.fits_budget for c in result.candidates)
     write_bundle(tmp_path / "model", result.selected.onnx, result.meta())
@@ -122,13 +122,14 @@ def test_inverse_rtt_weights_put_a_cell_at_its_mape_optimal_level() -> None:
 @pytest.mark.parametrize(
     ("argv", "families"),
     [
-        ([], ("ridge", "rf", "lgbm", "mlp", "table")),
-        (["--families", "lgbm,rf"], ("lgbm", "rf", "table")),
-        (["--families", "lgbm,rf", "--no-table-floor"], ("lgbm", "rf")),
+        ([], ("ridge", "rf", "lgbm", "mlp")),
+        (["--families", "lgbm,rf"], ("lgbm", "rf")),
+        (["--families", "lgbm,rf", "--table-floor"], ("lgbm", "rf", "table")),
+        (["--families", "lgbm,rf", "--table-floor", "--no-table-floor"], ("lgbm", "rf")),
         (["--families", "table,lgbm"], ("table", "lgbm")),
     ],
 )
-def test_the_table_floor_joins_the_families_unless_switched_off(
+def test_the_table_floor_joins_the_families_when_asked(
     argv: list[str], families: tuple[str, ...]
 ) -> None:
     args = build_parser().parse_args(["--data", "x", "--out", "y", *argv])
