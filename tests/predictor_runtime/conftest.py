@@ -53,9 +53,10 @@ def synth_later_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory, synth_path: Path) -> tuple[Path, pipeline.TrainResult]:
-    """One full pipeline run (all four families, small sizes): (bundle directory, result)."""
+    """One full pipeline run (the four learned families and the table floor, small sizes):
+    (bundle directory, result)."""
     out = tmp_path_factory.mktemp("bundle") / "model"
-    return out, pipeline.run([str(synth_path)], out, opts=small_options())
+    return out, pipeline.run([str(synth_path)], out, opts=small_options(table_floor=True))
 
 
 @pytest.fixture(scope="session")
