@@ -340,7 +340,7 @@ class PredictedPolicy:
             return self._fall_back("slow", endpoints, request, rng, now, started)
         d = self._choices  # score every candidate, or a random ``d`` of them ("Herding" above)
         candidates = endpoints if n <= d else [endpoints[i] for i in sample_indices(n, d, rng.random)]
-        bound = self._bound
+        bound = self._bound  # ``_bind``'s own first test, inline: the plan changes a few times a second
         if bound is None or self._bound_snap is not self.features.snapshot or self._bound_model is not model:
             bound = self._bind(model)
         wall = self.wall_clock()
@@ -445,10 +445,10 @@ class PredictedPolicy:
         """The candidates' predictions when every cell is filled and every vector fresh, else None
         (then ``_score``'s general path finds the reason or scores and fills the cells).
 
-        The hot path of a tabulated model, in one loop: a filled cell proves that its row's static
-        inputs and that in-flight count were inside the training range when it was scored (``fill``
-        scores nothing out of range) for this very plan, so only staleness, which moves with the
-        clock, is checked again."""
+        The hot path of a tabulated model, one lookup chain per candidate (``table_preds``, in C
+        when built): a filled cell proves that its row's static inputs and that in-flight count
+        were inside the training range when it was scored (``fill`` scores nothing out of range)
+        for this very plan, so only staleness, which moves with the clock, is checked again."""
         key = self._request_key if request is self._request else self._key(bound, request)
         table = self._tables.get(key)
         if table.__class__ is not list:  # None: first of its kind; OutOfRange: out of range
