@@ -253,14 +253,18 @@ def table_preds(
     return preds
 
 
-# The two per-request loops in C when the extension was built (``_fastpick.c``: the same answers,
-# checked against the Python functions above by tests/proxy/balancer/test_fastpick.py). Measured
-# with ``python -m loadtest.bench_instructions``: see the README, "Prediction cost".
+# The per-request table path in C when the extension was built (``_fastpick.c``: the same
+# answers, checked against the Python code here by tests/proxy/balancer/test_fastpick.py and
+# tests/proxy/predict/test_fast_decide.py): ``decide`` for a whole table hit, and the two loops
+# for the Python path. Measured with
+# ``python -m loadtest.bench_instructions``: see the README, "Prediction cost".
+_decide_table: Callable[..., Decision | None] | None
 try:
+    from ._fastpick import decide as _decide_table
     from ._fastpick import tabulated as _table_preds
     from ._fastpick import two_lowest as _two_lowest
 except ImportError:  # installed without a C compiler: the same code, interpreted
-    _table_preds, _two_lowest = table_preds, two_lowest
+    _table_preds, _two_lowest, _decide_table = table_preds, two_lowest, None
 FAST_PATH = _table_preds is not table_preds
 
 
@@ -300,6 +304,9 @@ class PredictedPolicy:
         self.ood_features: dict[str, int] = {}
         self.table_hits = 0  # model decisions answered from a prediction table, without scoring
         self.last: Decision = Decision(None)
+        # the C table path (``_fastpick.decide``) when built; tests turn it off to compare
+        self.fast = _decide_table is not None
+        self._plan: tuple[Any, ...] | None = None  # what it reads (``_fast_plan``), per bound plan
         self._bound: assembler.BoundInputs | None = None
         # what ``_bound`` was built from, held (not their ids: a freed snapshot's id can be reused)
         self._bound_snap: Any = None
@@ -333,6 +340,12 @@ class PredictedPolicy:
         if n < 2:
             return Decision(endpoints[0] if n else None)
         started = self.perf_counter()
+        plan = self._plan
+        if plan is not None:  # a table hit, decided in C (``_fastpick.decide``), or None: below
+            hit = _decide_table(plan, endpoints, request, now, started)  # type: ignore[misc]
+            if hit is not None:
+                self.table_hits += 1
+                return hit
         model = self.holder.current
         if model is None:
             return self._fall_back("no_model", endpoints, request, rng, now, started)
@@ -573,9 +586,36 @@ class PredictedPolicy:
         self._bound, self._bound_snap, self._bound_model = bound, snap, model
         stale_after = self.settings.stale_after_s
         self._fresh_until = [ts + stale_after for ts in bound.sample_ts]
+        self._plan = self._fast_plan(bound, snap, model) if self.fast and bound.levels else None
         if bound.missing and (old is None or old.missing != bound.missing):
             log.warning("model inputs with no source (scored as 0): %s", ", ".join(bound.missing))
         return bound
+
+    def _fast_plan(self, bound: assembler.BoundInputs, snap: Any, model: LoadedModel) -> tuple[Any, ...]:
+        """What ``_fastpick.decide`` reads, in its ``P_*`` order: the objects whose live state it
+        checks per decision (model holder, feature store, breaker, live accuracy), the plan's own
+        (model, snapshot, rows, freshness deadlines, tables), and constants. Rebuilt by every
+        ``_bind``; dropped by a model swap, which also changes the floor and the choices."""
+        return (
+            self.holder,
+            self.features,
+            self.budget,
+            self.accuracy,
+            model,
+            snap,
+            bound.row_of,
+            self._fresh_until,
+            self._tables,
+            bound.in_flight is not None,
+            tuple(d.slot for d in bound.per_request),
+            self._floor,
+            self.settings.inflight_penalty,
+            self._choices,
+            self.wall_clock,
+            self.perf_counter,
+            self.on_duration,
+            Decision,
+        )
 
     def _carried_tables(self, old: assembler.BoundInputs, new: assembler.BoundInputs) -> dict[Any, Table]:
         """The old plan's tables re-indexed for the new one, keeping the rows of backends whose
@@ -605,6 +645,7 @@ class PredictedPolicy:
         self.accuracy.reset()
         self._bound = None
         self._bound_snap = self._bound_model = None
+        self._plan = None
         self._tables = {}
         self._request = None  # its key was made for the old model's inputs
         self._refill = {}

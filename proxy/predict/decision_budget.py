@@ -92,7 +92,11 @@ class DecisionBudget:
         self.budget_s = self._budget()
 
     def record(self, decision_s: float, now: float) -> bool:
-        """Record one decision's duration; True when it exceeded the budget."""
+        """Record one decision's duration; True when it exceeded the budget.
+
+        ``_fastpick.decide`` (the ``predicted`` policy's table path in C) does the common case
+        inline, a decision within budget that does not fill the window (``_count += 1``), and
+        calls this for the rest: a change to the rule here changes it there too."""
         count = self._count = self._count + 1
         slow = decision_s > self.budget_s
         slow_at = self._slow_at

@@ -26,10 +26,14 @@ def true_rtt(queue: np.ndarray | float) -> np.ndarray | float:
     return 0.002 * 1.15 ** np.asarray(queue)
 
 
-def write_queue_model(out: Path, seed: int = 0, *, in_flight: bool = False, family: str = "ridge") -> Path:
+def write_queue_model(
+    out: Path, seed: int = 0, *, in_flight: bool = False, family: str = "ridge", request: bool = False
+) -> Path:
     """The queue model; with ``in_flight`` it also reads this proxy's in-flight count per backend
     (``rtt x 1.15 ** (queue + in_flight)``), the per-endpoint input that prediction tables index
-    by. ``family`` is any of the training zoo's (``predictor_runtime.train.zoo.FAMILIES``)."""
+    by; with ``request`` also the request's body size and method (a POST counts as 3 more in the
+    queue; the size is noise). ``family`` is any of the training zoo's
+    (``predictor_runtime.train.zoo.FAMILIES``)."""
     rng = np.random.default_rng(seed)
     queue = rng.integers(0, 21, 2000).astype(np.float64)
     cls = rng.choice([0.0, 1.0, 2.0], 2000)
@@ -38,7 +42,12 @@ def write_queue_model(out: Path, seed: int = 0, *, in_flight: bool = False, fami
     total = queue
     if in_flight:
         flight = rng.integers(0, 11, 2000).astype(np.float64)
-        names, columns, total = (*MODEL_NAMES, "proxy_in_flight"), [queue, cls, flight], queue + flight
+        names, columns, total = (*names, "proxy_in_flight"), [*columns, flight], total + flight
+    if request:
+        size = rng.choice([0.0, 100.0, 1000.0], 2000)
+        is_get = rng.choice([0.0, 1.0], 2000)
+        names, columns = (*names, "req_bytes", "req_is_get"), [*columns, size, is_get]
+        total = total + 3 * (1 - is_get)
     x = np.column_stack(columns).astype(np.float32)
     y = np.log(true_rtt(total) * rng.lognormal(0.0, 0.05, 2000))
     model = zoo.fit(family, x, y, names, zoo.ZooConfig(), seed)
