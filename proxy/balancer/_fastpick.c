@@ -12,6 +12,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h> /* T_OBJECT_EX: the member type of a __slots__ entry */
 
 static PyObject *str_id, *str_in_flight, *str_current, *str_snapshot, *str_open_until, *str_value,
     *str_budget_s, *str_count, *str_window, *str_record, *str_body_bytes, *str_req_class, *str_method,
@@ -256,9 +257,71 @@ done:
 /* The positions in the plan tuple ``PredictedPolicy._fast_plan`` builds (same order). */
 enum {
     P_HOLDER, P_FEATURES, P_BUDGET, P_ACCURACY, P_MODEL, P_SNAPSHOT, P_ROW_OF, P_FRESH, P_TABLES,
-    P_READS_FLIGHT, P_KEY_SLOTS, P_FLOOR, P_PENALTY, P_CHOICES, P_WALL_CLOCK, P_PERF_COUNTER,
-    P_ON_DURATION, P_DECISION, P_SIZE
+    P_READS_FLIGHT, P_KEY_SLOTS, P_LAST_KEY, P_FLOOR, P_PENALTY, P_CHOICES, P_WALL_CLOCK,
+    P_PERF_COUNTER, P_ON_DURATION, P_DECISION, P_SIZE
 };
+
+/* ``Decision`` without its ``__init__``: a dataclass with ``slots=True`` whose generated
+ * ``__init__`` only stores its eight fields, in this order. Its Python frame cost ~2,500
+ * instructions a decision (callgrind); storing the fields at their slots' offsets costs a few.
+ * The offsets are read once from the class's member descriptors; a class whose fields are not
+ * exactly these eight plain slots is refused (TypeError), never written blind. */
+#define DECISION_FIELDS 8
+static const char *decision_fields[DECISION_FIELDS] = {
+    "endpoint", "predicted_s", "runner_up", "runner_up_s", "fallback", "duration_s", "scored", "preds",
+};
+static PyTypeObject *decision_type; /* strong reference, set by the first ``decide`` */
+static Py_ssize_t decision_offsets[DECISION_FIELDS];
+
+static int
+learn_decision(PyObject *type_obj)
+{
+    if (!PyType_Check(type_obj)) {
+        PyErr_SetString(PyExc_TypeError, "decide(): the plan's Decision is not a class");
+        return -1;
+    }
+    PyTypeObject *type = (PyTypeObject *)type_obj;
+    PyObject *init = PyObject_GetAttrString(type_obj, "__post_init__");
+    if (init != NULL) {
+        Py_DECREF(init);
+        PyErr_SetString(PyExc_TypeError, "decide(): Decision has a __post_init__ that would be skipped");
+        return -1;
+    }
+    PyErr_Clear();
+    if (type->tp_basicsize != (Py_ssize_t)sizeof(PyObject) + DECISION_FIELDS * (Py_ssize_t)sizeof(PyObject *)) {
+        PyErr_SetString(PyExc_TypeError, "decide(): Decision must have exactly its eight slots");
+        return -1;
+    }
+    for (int i = 0; i < DECISION_FIELDS; i++) {
+        PyObject *descr = PyDict_GetItemString(type->tp_dict, decision_fields[i]); /* borrowed */
+        if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type)
+            || ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+            PyErr_Format(PyExc_TypeError, "decide(): Decision.%s is not a plain slot", decision_fields[i]);
+            return -1;
+        }
+        decision_offsets[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
+    }
+    Py_INCREF(type);
+    Py_XSETREF(decision_type, type);
+    return 0;
+}
+
+/* A new ``Decision`` holding new references to ``fields`` (in ``decision_fields`` order). */
+static PyObject *
+new_decision(PyObject *type_obj, PyObject *const *fields)
+{
+    if ((PyTypeObject *)type_obj != decision_type && learn_decision(type_obj) < 0) {
+        return NULL;
+    }
+    PyObject *obj = decision_type->tp_alloc(decision_type, 0); /* zeroed; GC-tracked if the type is */
+    if (obj == NULL) {
+        return NULL;
+    }
+    for (int i = 0; i < DECISION_FIELDS; i++) {
+        *(PyObject **)((char *)obj + decision_offsets[i]) = Py_NewRef(fields[i]);
+    }
+    return obj;
+}
 
 /* ``obj.attr`` as a double; -1.0 with an exception set on failure. */
 static double
@@ -410,9 +473,24 @@ decide(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (FAILED(wall)) {
         goto done;
     }
-    key = request_key(request, PLAN(P_KEY_SLOTS));
-    if (key == NULL) {
+    /* the data plane shares one RequestInfo per (method, size, class): the last one's key is
+     * kept in the plan's two-item list, as ``PredictedPolicy._key`` keeps it */
+    PyObject *last = PLAN(P_LAST_KEY);
+    if (!PyList_CheckExact(last) || PyList_GET_SIZE(last) != 2) {
+        PyErr_SetString(PyExc_TypeError, "decide(): the plan's last key must be a two-item list");
         goto done;
+    }
+    if (PyList_GET_ITEM(last, 0) == request) {
+        key = Py_NewRef(PyList_GET_ITEM(last, 1));
+    }
+    else {
+        key = request_key(request, PLAN(P_KEY_SLOTS));
+        if (key == NULL) {
+            goto done;
+        }
+        if (PyList_SetItem(last, 0, Py_NewRef(request)) < 0 || PyList_SetItem(last, 1, Py_NewRef(key)) < 0) {
+            goto done;
+        }
     }
     PyObject *table = PyDict_GetItemWithError(PLAN(P_TABLES), key); /* borrowed */
     if (table == NULL) {
@@ -480,8 +558,9 @@ decide(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     }
     if (duration > budget_s || count == window) {
-        PyObject *call[3] = {budget, dur, args[3]};
-        PyObject *slow = PyObject_VectorcallMethod(str_record, call, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        /* a spare slot in front: PY_VECTORCALL_ARGUMENTS_OFFSET lets the callee borrow it */
+        PyObject *call[4] = {NULL, budget, dur, args[3]};
+        PyObject *slow = PyObject_VectorcallMethod(str_record, call + 1, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
         if (slow == NULL) {
             goto done;
         }
@@ -500,9 +579,9 @@ decide(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         Py_DECREF(ignored);
     }
-    PyObject *fields[9] = {NULL, eps[best], PyList_GET_ITEM(preds, best), eps[second],
-                           PyList_GET_ITEM(preds, second), Py_None, dur, args[1], preds};
-    result = PyObject_Vectorcall(PLAN(P_DECISION), fields + 1, 8 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    PyObject *fields[DECISION_FIELDS] = {eps[best], PyList_GET_ITEM(preds, best), eps[second],
+                                         PyList_GET_ITEM(preds, second), Py_None, dur, args[1], preds};
+    result = new_decision(PLAN(P_DECISION), fields);
     goto done;
 done_or_miss:
     if (preds == NULL) {

@@ -37,7 +37,7 @@ BATCH = 1024
 
 
 class Feedback:
-    __slots__ = ("_full", "histogram", "items", "latest", "policy", "size")
+    __slots__ = ("full", "histogram", "items", "latest", "policy", "size")
 
     def __init__(
         self, policy: PredictedPolicy, histogram: BatchedHistogram | None, size: int = BATCH
@@ -52,7 +52,7 @@ class Feedback:
         # tracked containers, and every ~700 of those trigger a cyclic collection (one per batch,
         # ~150 us each in a loaded worker); one list extended by three is also one call a try.
         self.items: list[Any] = []
-        self._full = 3 * size
+        self.full = 3 * size  # items in a full batch (``DecisionTap.completed`` adds inline too)
         # backend id -> its latest prediction that was followed by an answer (the gauge, at 1 Hz)
         self.latest: dict[str, float] = {}
 
@@ -61,7 +61,7 @@ class Feedback:
         and never come here); its ``predicted_s`` is NaN when the model did not score that backend."""
         items = self.items
         items += (decision.predicted_s, decision.endpoint, rtt_s)
-        if len(items) >= self._full:
+        if len(items) >= self.full:
             self.flush()
 
     @property

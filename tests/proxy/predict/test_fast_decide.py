@@ -132,9 +132,15 @@ def test_c_and_python_decide_alike(flight_model: Path, data: st.DataObject) -> N
             True,
         )
         now += data.draw(st.sampled_from([0.0, 0.0, 2.0]), label="later")  # 2 s: past the cooldown
-        for _ in range(2):  # the first may score and fill cells (Python), the second reads them (C)
-            a = policies[True].decide(eps, request, rngs[True], now)
-            b = policies[False].decide(eps, request, rngs[False], now)
+        # the first may score and fill cells (Python), the second reads them (C); the data plane
+        # calls ``pick``, which has the table path inline
+        for via_pick in (False, True):
+            if via_pick:
+                picked = [policies[f].pick(eps, request, rngs[f], now) for f in (True, False)]
+                a, b = policies[True].last, policies[False].last
+                assert picked == [a.endpoint, b.endpoint]
+            else:
+                a, b = (policies[f].decide(eps, request, rngs[f], now) for f in (True, False))
             same(a, b)
     fast, slow = policies[True], policies[False]
     assert fast.table_hits == slow.table_hits
@@ -208,3 +214,36 @@ def test_the_in_flight_penalty_applies_on_table_hits(flight_model: Path) -> None
         assert d.endpoint is eps[1] and d.fallback is None
         assert d.runner_up_s < d.predicted_s  # b0 predicted faster, but costlier with its penalty
     assert policies[True].table_hits == 1
+
+
+def test_c_refuses_a_decision_class_it_cannot_fill(flight_model: Path) -> None:
+    """The C path stores ``Decision``'s eight fields at its slots' offsets, skipping the generated
+    ``__init__``: a class with other slots, or a ``__post_init__`` that would be skipped, is refused."""
+    from proxy.balancer import _fastpick
+
+    policies = pair(flight_model, [3, 1], [2e-6])
+    eps = [Endpoint(f"b{i}", f"http://127.0.0.1:{9000 + i}") for i in range(2)]
+    both(policies, eps)  # fills the cells
+    plan = policies[True]._plan
+    assert plan is not None and plan[-1] is Decision
+
+    @dataclass(slots=True)
+    class Seven:  # one field short
+        endpoint: Any
+        predicted_s: float
+        runner_up: Any
+        runner_up_s: float
+        fallback: Any
+        duration_s: float
+        scored: Any
+
+    @dataclass(slots=True)
+    class Checked(Decision):
+        def __post_init__(self) -> None:
+            pass
+
+    request = RequestInfo("GET", 0, 1.0, True)
+    for other, reason in ((Seven, "eight slots"), (Checked, "__post_init__")):
+        with pytest.raises(TypeError, match=reason):
+            _fastpick.decide((*plan[:-1], other), eps, request, NOW, 0.0)
+    assert _fastpick.decide(plan, eps, request, NOW, 0.0).__class__ is Decision  # still serves
