@@ -42,6 +42,11 @@ from .select import DEFAULT_K_GRID, Ranking, choose_k, rank_features
 
 MAX_BUDGET_FRAC = 0.1
 ACCURACY_TIE = 0.01  # validation accuracies this close are a tie, broken by decision time
+# The per-cell table floor (``--table-floor``) must also rank backends about as well as the best
+# learned model on validation: routing needs the order, and a table that wins on 1 - MAPE by
+# predicting each cell's typical RTT can order backends worse (the full shoot-out's recording:
+# Spearman 0.81 on the later run against LightGBM's 0.90-0.91).
+SPEARMAN_TIE = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,10 +369,17 @@ def _weight(family: str, rtt: np.ndarray, opts: TrainOptions) -> np.ndarray | No
     return w / w.mean()
 
 
+def _rank_of(c: Candidate) -> float:
+    """Validation Spearman of predicted against observed RTT; -1 when not measured (NaN)."""
+    value = float(c.val.get("spearman", float("nan")))
+    return value if value == value else -1.0
+
+
 def _select(cands: list[Candidate]) -> Candidate:
     """Most accurate on validation among those within budget that beat the mean (validation R2 > 0):
     of those within ``ACCURACY_TIE`` of it, the table if it is one, else the fastest; when none fits
-    the budget, the fastest (flagged)."""
+    the budget, the fastest (flagged). The table takes part only while its validation Spearman is
+    within ``SPEARMAN_TIE`` of the best learned model's."""
     ok = [c for c in cands if c.error is None]
     if not ok:
         raise export.ExportError(
@@ -380,6 +392,11 @@ def _select(cands: list[Candidate]) -> Candidate:
         # routing needs, is noise, and a linear one extrapolates wildly (seen on the testbed: ridge
         # at val accuracy 34% and test R2 -73). Prefer the ones that beat the mean.
         sane = [c for c in fitting if float(c.val.get("r2", 0.0)) > 0.0] or fitting
+        learned = [c for c in sane if c.family != "table"]
+        if learned and len(learned) < len(sane):
+            best_rank = max(_rank_of(c) for c in learned)
+            if any(_rank_of(c) < best_rank - SPEARMAN_TIE for c in sane if c.family == "table"):
+                sane = learned  # the table orders backends worse: no floor for a router
         best = max(c.val["accuracy"] for c in sane)
         # Accuracy and decision time jointly: a model within ACCURACY_TIE of the most accurate is
         # as good a router (validation accuracy moves more than that between runs), and the faster

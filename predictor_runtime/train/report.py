@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .pipeline import ACCURACY_TIE, Candidate, TrainResult
+from .pipeline import ACCURACY_TIE, SPEARMAN_TIE, Candidate, TrainResult
 
 
 def write_report(result: TrainResult, out: Path) -> None:
@@ -151,6 +151,15 @@ def _table_note(r: TrainResult) -> list[str]:
             "No learned model beat the per-cell table on validation by more than "
             f"{100 * ACCURACY_TIE:.0f} point, so the table ships: the MAPE-optimal constant per backend, "
             f"request class and in-flight count; its inputs: {', '.join(table.features)}."
+        )
+    elif r.selected.val["accuracy"] < table.val["accuracy"]:
+        what = (
+            f"The per-cell table (the MAPE-optimal constant per backend, request class and in-flight "
+            f"count) was more accurate on validation ({_pct(table.val['accuracy'])} against "
+            f"{_pct(r.selected.val['accuracy'])}) but ordered backends worse: Spearman "
+            f"{table.val.get('spearman', float('nan')):.3f} against the best learned model's "
+            f"{max(c.val.get('spearman', float('nan')) for c in r.candidates if c.family != 'table'):.3f}, "
+            f"more than {SPEARMAN_TIE} below, and routing needs the order: it is no floor here."
         )
     else:
         what = (

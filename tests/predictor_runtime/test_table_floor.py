@@ -157,3 +157,39 @@ def test_a_learned_model_ships_only_when_it_beats_the_table_by_more_than_the_tie
     over_budget = cand("table", 0.80, 5000.0)
     over_budget.fits_budget = False
     assert pipeline._select([cand("lgbm", 0.70, 20.0), over_budget]).family == "lgbm"
+
+
+def test_the_table_is_no_floor_when_it_ranks_backends_worse() -> None:
+    def cand(family: str, acc: float, rank: float) -> pipeline.Candidate:
+        val = {"accuracy": acc, "r2": 0.5, "spearman": rank}
+        c = pipeline.Candidate(family, val=val, inference={"p99_s": 20e-6})
+        c.fits_budget = True
+        return c
+
+    tie = pipeline.SPEARMAN_TIE
+    # the most accurate, but orders backends worse than LightGBM by more than the tie: LightGBM
+    worse = cand("table", 0.70, 0.90 - 2 * tie)
+    chosen = pipeline._select([cand("lgbm", 0.60, 0.90), cand("rf", 0.55, 0.85), worse])
+    assert chosen.family == "lgbm"
+    # within the tie on ranking, it is the floor again
+    chosen = pipeline._select([cand("lgbm", 0.60, 0.90), cand("table", 0.70, 0.90 - tie / 2)])
+    assert chosen.family == "table"
+    # a table alone (no learned model fits) still ships
+    assert pipeline._select([cand("table", 0.70, 0.5)]).family == "table"
+
+
+def test_the_report_says_why_a_more_accurate_table_did_not_ship() -> None:
+    from types import SimpleNamespace
+
+    from predictor_runtime.train.report import _table_note
+
+    def cand(family: str, acc: float, rank: float) -> pipeline.Candidate:
+        return pipeline.Candidate(family, val={"accuracy": acc, "r2": 0.5, "spearman": rank})
+
+    lgbm, table = cand("lgbm", 0.60, 0.90), cand("table", 0.70, 0.81)
+    note = " ".join(_table_note(SimpleNamespace(candidates=[lgbm, table], selected=lgbm)))  # type: ignore[arg-type]
+    assert "more accurate on validation (70.00% against 60.00%)" in note
+    assert "Spearman 0.810 against the best learned model's 0.900" in note
+    beaten = cand("table", 0.50, 0.95)
+    note = " ".join(_table_note(SimpleNamespace(candidates=[lgbm, beaten], selected=lgbm)))  # type: ignore[arg-type]
+    assert "It beat the per-cell table" in note
