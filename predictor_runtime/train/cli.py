@@ -1,7 +1,7 @@
 """``presage train``: build, assess and export a model bundle from recorded samples.
 
     presage train --data SAMPLES.jsonl [MORE ...] --out DIR [--report DIR] [--budget-frac 0.01]
-                  [--seed N] [--families ridge,rf,lgbm,mlp,table] [--table-floor] [--follow ...]
+                  [--seed N] [--families ridge,rf,lgbm,mlp,table] [--no-table-floor] [--follow ...]
     presage train --data LATER.jsonl --assess BUNDLE
 
 ``--data`` takes sample files (globs and comma lists too) or a Redis URL (``redis://host:port/db``,
@@ -77,9 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--table-floor", action="store_true",
         help="add the per-cell table (backend, request class, in-flight) to --families: a learned "
-        "model then ships only when it beats it on validation (default: off)",
+        "model then ships only when it beats it on validation, or ranks backends better (the default)",
     )  # fmt: skip
-    p.add_argument("--no-table-floor", action="store_true", help="leave the table out (the default)")
+    p.add_argument("--no-table-floor", action="store_true", help="leave the table out")
     p.add_argument("--transform", default="log", help="target transform: log, log1p or identity")
     p.add_argument("--size", choices=("default", "small"), default="default", help="model sizes")
     p.add_argument("--timing-calls", type=int, default=2000, help="calls per inference-time measurement")
@@ -152,7 +152,7 @@ def _options(args: argparse.Namespace) -> TrainOptions:
         exclude=tuple(args.exclude),
         calibrate=not args.no_calibrate,
         inverse_rtt_weight=args.weight_inverse_rtt,
-        table_floor=args.table_floor and not args.no_table_floor,
+        table_floor=not args.no_table_floor,
     )
 
 

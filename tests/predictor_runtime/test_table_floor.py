@@ -122,14 +122,14 @@ def test_inverse_rtt_weights_put_a_cell_at_its_mape_optimal_level() -> None:
 @pytest.mark.parametrize(
     ("argv", "families"),
     [
-        ([], ("ridge", "rf", "lgbm", "mlp")),
-        (["--families", "lgbm,rf"], ("lgbm", "rf")),
+        ([], ("ridge", "rf", "lgbm", "mlp", "table")),
+        (["--families", "lgbm,rf"], ("lgbm", "rf", "table")),
         (["--families", "lgbm,rf", "--table-floor"], ("lgbm", "rf", "table")),
-        (["--families", "lgbm,rf", "--table-floor", "--no-table-floor"], ("lgbm", "rf")),
+        (["--families", "lgbm,rf", "--no-table-floor"], ("lgbm", "rf")),
         (["--families", "table,lgbm"], ("table", "lgbm")),
     ],
 )
-def test_the_table_floor_joins_the_families_when_asked(
+def test_the_table_floor_joins_the_families_unless_switched_off(
     argv: list[str], families: tuple[str, ...]
 ) -> None:
     args = build_parser().parse_args(["--data", "x", "--out", "y", *argv])
