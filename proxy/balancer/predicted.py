@@ -27,9 +27,11 @@ accuracy keeps being measured and it can come back by itself.
 Cost. A model whose only per-endpoint input is the in-flight count (or none) is answered from
 per-snapshot prediction tables (``proxy.predict.assembler``, "Prediction tables"): each cell
 (backend row, in-flight count, request kind) is filled the first time a decision scores it, and
-later decisions are list lookups, exact by construction (``_tabulated``: one loop, no further
-calls). A new snapshot keeps the table rows of every backend whose model inputs did not change
-(agents re-send the same values with a new timestamp; only the sample time moves), so a refresh
+later decisions are list lookups, exact by construction. A decision whose candidates' cells are
+all filled runs in C from start to finish (``_fastpick.decide``, reading the plan ``_fast_plan``
+builds per bound snapshot); anything else takes the Python path (``_decide``), its reference.
+A new snapshot keeps the table rows of every backend whose model inputs did not change (agents
+re-send the same values with a new timestamp; only the sample time moves), so a refresh
 costs misses only for the backends that actually changed, and ``prefill`` scores those when the
 snapshot arrives, between requests, so that decisions read rather than score. Models that read
 peak-EWMA or feature age are scored per decision: one batched onnxruntime call on a
@@ -256,8 +258,8 @@ def table_preds(
 # The per-request table path in C when the extension was built (``_fastpick.c``: the same
 # answers, checked against the Python code here by tests/proxy/balancer/test_fastpick.py and
 # tests/proxy/predict/test_fast_decide.py): ``decide`` for a whole table hit, and the two loops
-# for the Python path. Measured with
-# ``python -m loadtest.bench_instructions``: see the README, "Prediction cost".
+# for the Python path. Measured with ``python -m loadtest.bench_instructions``: see the README,
+# "Prediction cost".
 _decide_table: Callable[..., Decision | None] | None
 try:
     from ._fastpick import decide as _fast_decide
@@ -306,7 +308,8 @@ class PredictedPolicy:
         self.ood_features: dict[str, int] = {}
         self.table_hits = 0  # model decisions answered from a prediction table, without scoring
         self.last: Decision = Decision(None)
-        # the C table path (``_fastpick.decide``) when built; tests turn it off to compare
+        # the C table path (``_fastpick.decide``) when built; tests turn it off, before the first
+        # decision, to compare (it takes effect at the next ``_bind``)
         self.fast = _decide_table is not None
         self._plan: tuple[Any, ...] | None = None  # what it reads (``_fast_plan``), per bound plan
         self._bound: assembler.BoundInputs | None = None
