@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
         "model then ships only when it beats it on validation, or ranks backends better (the default)",
     )  # fmt: skip
     p.add_argument("--no-table-floor", action="store_true", help="leave the table out")
+    p.add_argument(
+        "--scored-decision-us", type=float, default=300.0,
+        help="what a routing decision that calls the model costs inside a busy proxy (us): inputs that "
+        "rule out prediction tables (peak-EWMA, feature age) are kept only when it fits the budget",
+    )  # fmt: skip
     p.add_argument("--transform", default="log", help="target transform: log, log1p or identity")
     p.add_argument("--size", choices=("default", "small"), default="default", help="model sizes")
     p.add_argument("--timing-calls", type=int, default=2000, help="calls per inference-time measurement")
@@ -153,6 +158,7 @@ def _options(args: argparse.Namespace) -> TrainOptions:
         calibrate=not args.no_calibrate,
         inverse_rtt_weight=args.weight_inverse_rtt,
         table_floor=not args.no_table_floor,
+        scored_decision_s=args.scored_decision_us * 1e-6,
     )
 
 

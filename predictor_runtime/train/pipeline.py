@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from predictor_runtime.bundle import TRANSFORMS, FeatureRange, build_meta, publish_dir, write_bundle
-from predictor_runtime.samples import REQUEST_FEATURES
+from predictor_runtime.samples import LOCAL_FEATURES, REQUEST_FEATURES
 
 from . import assess, export, zoo
 from .balance import Balance, balance
@@ -47,6 +47,15 @@ ACCURACY_TIE = 0.01  # validation accuracies this close are a tie, broken by dec
 # predicting each cell's typical RTT can order backends worse (the full shoot-out's recording:
 # Spearman 0.81 on the later run against LightGBM's 0.90-0.91).
 SPEARMAN_TIE = 0.02
+# Proxy-local inputs that vary continuously per backend (its peak-EWMA RTT, its feature age): a
+# model that reads one cannot be answered from prediction tables indexed by the in-flight count
+# (``proxy.predict.assembler``), so every decision becomes a model call, and inside a busy proxy a
+# decision that calls the model costs far more than the call measured alone (``presage bench``,
+# full scenario, a 39-input LightGBM measured at 30 us p50 / 51 us p99 by training: mean decision
+# 296 us in the proxy, 2.4 % of the median RTT, over the 1 % target; a table read costs a few us).
+# They are kept only when that cost (``TrainOptions.scored_decision_s``) fits the decision budget
+# and the probe model without them loses more than ACCURACY_TIE on validation.
+SCORED_PER_DECISION = tuple(n for n in LOCAL_FEATURES if n != "proxy_in_flight")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +94,16 @@ class TrainOptions:
     # (a testbed): such columns say nothing about which backend is faster, and tie the model to
     # the load level of the collection run
     exclude: tuple[str, ...] = ()
+    # what one routing decision that calls the model costs inside a busy proxy (not the call alone:
+    # the row assembly in Python and a cold cache), for SCORED_PER_DECISION inputs; the default is
+    # what ``presage bench`` measured on the 2-core testbed (the proxy's decision-duration histogram)
+    scored_decision_s: float = 300e-6
 
     def __post_init__(self) -> None:
         if not 0.0 < self.budget_frac <= MAX_BUDGET_FRAC:
             raise TrainInputError(f"--budget-frac must be in (0, {MAX_BUDGET_FRAC}], got {self.budget_frac}")
+        if not self.scored_decision_s >= 0.0:
+            raise TrainInputError(f"--scored-decision-us must be >= 0, got {self.scored_decision_s * 1e6}")
         if self.transform not in TRANSFORMS:
             raise TrainInputError(
                 f"unknown target transform {self.transform!r} (known: {', '.join(TRANSFORMS)})"
@@ -137,6 +152,9 @@ class TrainResult:
     options: TrainOptions
     sources: tuple[str, ...] = ()
     noise: dict[str, float] = field(default_factory=dict)  # assess.cell_ceiling on the test split
+    # SCORED_PER_DECISION inputs among the top k: probe accuracy with and without them, and
+    # whether they were dropped (empty when none was kept)
+    per_decision: dict[str, Any] = field(default_factory=dict)
 
     def meta(self) -> dict[str, Any]:
         sel = self.selected
@@ -234,9 +252,11 @@ def train(ds: Dataset, opts: TrainOptions, sources: Sequence[str] = ()) -> Train
         )
         k, k_scores = _choose_k(ds, split, fit_idx, ranking, onehot, opts, progress)
         ranking = ranking.with_k(k)
-        features = tuple(ranking.kept + onehot)
         median = float(np.median(ds.y))
         budget = opts.budget_frac * median
+        with_them = k_scores[k]
+        ranking, per_decision = _table_friendly(ds, split, fit_idx, ranking, onehot, with_them, budget, opts)
+        features = tuple(ranking.kept + onehot)
         table = tuple(n for n in zoo.TABLE_INPUTS if n in ds.names and n not in excluded) + tuple(onehot)
         cands = [
             _candidate(f, ds, split, fit_idx, table if f == "table" else features, budget, opts, progress)
@@ -253,7 +273,7 @@ def train(ds: Dataset, opts: TrainOptions, sources: Sequence[str] = ()) -> Train
         progress.close()
     return TrainResult(
         ds, split, bal, ranking, k, k_scores, features, cands, selected, budget, median, per_backend,
-        ranges, opts, tuple(sources), noise,
+        ranges, opts, tuple(sources), noise, per_decision,
     )  # fmt: skip
 
 
@@ -289,6 +309,42 @@ def _balanced(
     return split.train[bal.keep], bal
 
 
+def _probe(ds: Dataset, split: Split, fit_idx: np.ndarray, cols: list[str], opts: TrainOptions) -> float:
+    """Validation accuracy of the probe model (a small LightGBM) on ``cols``."""
+    y_fit = export.forward(opts.transform, ds.y[fit_idx])
+    model = zoo.fit("lgbm", ds.columns(cols)[fit_idx], y_fit, cols, zoo.ZooConfig.small(), opts.seed)
+    pred = export.inverse(opts.transform, zoo.predict(model, ds.columns(cols)[split.val]))
+    return assess.accuracy_metrics(ds.y[split.val], pred)["accuracy"]
+
+
+def _table_friendly(
+    ds: Dataset,
+    split: Split,
+    fit_idx: np.ndarray,
+    ranking: Ranking,
+    onehot: list[str],
+    with_them: float,
+    budget_s: float,
+    opts: TrainOptions,
+) -> tuple[Ranking, dict[str, Any]]:
+    """Drop the kept ``SCORED_PER_DECISION`` inputs unless a decision that calls the model
+    (``opts.scored_decision_s``) fits ``budget_s`` and the probe without them loses more than
+    ``ACCURACY_TIE`` on validation (``with_them``: the probe's accuracy on the kept inputs)."""
+    found = [n for n in ranking.kept if n in SCORED_PER_DECISION]
+    if not found:
+        return ranking, {}
+    without = _probe(ds, split, fit_idx, [n for n in ranking.kept if n not in found] + onehot, opts)
+    fits = opts.scored_decision_s <= budget_s
+    dropped = not fits or without >= with_them - ACCURACY_TIE
+    info = {
+        "inputs": found, "with": with_them, "without": without, "dropped": dropped,
+        "fits_budget": fits, "scored_decision_s": opts.scored_decision_s, "budget_s": budget_s,
+    }  # fmt: skip
+    if dropped:
+        ranking = ranking.dropping(found, "dropped: scored per decision (no prediction tables)")
+    return ranking, info
+
+
 def _choose_k(
     ds: Dataset,
     split: Split,
@@ -299,17 +355,11 @@ def _choose_k(
     progress: _Progress,
 ) -> tuple[int, dict[int, float]]:
     """Probe model: small LightGBM (fast, nonlinear, no scaling needed) on the validation split."""
-    probe_cfg = zoo.ZooConfig.small()
-    y_fit = export.forward(opts.transform, ds.y[fit_idx])
-
     always = [f.name for f in ranking.features if f.status == "always"]
 
     def evaluate(names: list[str]) -> float:
-        cols = always + names + onehot
-        model = zoo.fit("lgbm", ds.columns(cols)[fit_idx], y_fit, cols, probe_cfg, opts.seed)
-        pred = export.inverse(opts.transform, zoo.predict(model, ds.columns(cols)[split.val]))
         progress.step(f"select k={len(names)}")
-        return assess.accuracy_metrics(ds.y[split.val], pred)["accuracy"]
+        return _probe(ds, split, fit_idx, always + names + onehot, opts)
 
     return choose_k(ranking, evaluate, opts.k_grid)
 

@@ -170,6 +170,32 @@ def _table_note(r: TrainResult) -> list[str]:
     return [what, ""]
 
 
+def _per_decision_note(r: TrainResult) -> list[str]:
+    """Whether inputs that rule out prediction tables were among the top k, and what became of them."""
+    info = r.per_decision
+    if not info:
+        return []
+    names = ", ".join(info["inputs"])
+    if not info["fits_budget"]:
+        verdict = (
+            f"dropped: a decision that calls the model costs about {_us(info['scored_decision_s'])} µs "
+            f"in a busy proxy, over the budget of {_us(info['budget_s'])} µs; without them the proxy "
+            "answers from prediction tables"
+        )
+    elif info["dropped"]:
+        verdict = (
+            "dropped: the probe lost no more than the tie without them, and a model without them is "
+            "answered from prediction tables (a few µs a decision) instead of a model call per decision"
+        )
+    else:
+        verdict = "kept: the probe loses more than the tie without them, worth a model call per decision"
+    return [
+        f"{names} ranked in the top k; validation accuracy of the probe with them "
+        f"{_pct(info['with'])}, without {_pct(info['without'])}: {verdict}.",
+        "",
+    ]
+
+
 def _features(r: TrainResult) -> list[str]:
     lines = [
         "## Features",
@@ -181,6 +207,7 @@ def _features(r: TrainResult) -> list[str]:
         "|Pearson| > 0.98 with a better-ranked kept feature. The request's own features (status 'always') "
         "and the backend one-hot inputs are always kept.",
         "",
+        *_per_decision_note(r),
         "| feature | Pearson | Spearman | status |",
         "|---|---|---|---|",
     ]

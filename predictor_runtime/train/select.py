@@ -50,6 +50,14 @@ class Ranking:
             out.append(f)
         return Ranking(tuple(out))
 
+    def dropping(self, names: Sequence[str], status: str) -> Ranking:
+        """The same ranking with the kept ``names`` no longer kept, marked ``status``."""
+        drop = set(names)
+        out = []
+        for f in self.features:
+            out.append(replace(f, status=status) if f.name in drop and f.status == "kept" else f)
+        return Ranking(tuple(out))
+
     @property
     def kept(self) -> list[str]:
         """Model inputs: the ``always`` columns, then the top k, best first."""

@@ -57,3 +57,46 @@ def test_choose_k_prefers_the_smallest_k_within_tolerance() -> None:
     assert k == 2
     assert len(ranking.eligible) == 4  # the grid's 99 is clipped to what is eligible
     assert set(seen) == {1, 2, 3, 4}
+
+
+def test_inputs_that_rule_out_prediction_tables_must_earn_their_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``proxy_ewma_s`` and ``proxy_feature_age_s`` make every decision a model call: kept only when
+    the probe without them loses more than the accuracy tie on validation."""
+    from predictor_runtime.train import pipeline
+    from predictor_runtime.train.select import FeatureRank, Ranking
+
+    ranking = Ranking((
+        FeatureRank("req_class", 0.5, 0.5, 0.5, "always"),
+        FeatureRank("proxy_ewma_s", 0.6, 0.6, 0.6, "kept"),
+        FeatureRank("cg_cpu_util", 0.4, 0.4, 0.4, "kept"),
+        FeatureRank("proxy_feature_age_s", 0.1, 0.1, 0.1, "below top k"),
+    ))  # fmt: skip
+    probed: list[list[str]] = []
+
+    def run(without: float) -> tuple[Ranking, dict[str, object]]:
+        def probe(ds: object, split: object, fit_idx: object, cols: list[str], opts: object) -> float:
+            probed.append(cols)
+            return without
+
+        monkeypatch.setattr(pipeline, "_probe", probe)
+        return pipeline._table_friendly(None, None, None, ranking, ["backend=b1"], 0.70, budget, opts)  # type: ignore[arg-type]
+
+    tie = pipeline.ACCURACY_TIE
+    opts = pipeline.TrainOptions(scored_decision_s=300e-6)
+    budget = 1e-3  # a scored decision fits
+    dropped, info = run(0.70 - tie / 2)
+    assert probed[-1] == ["req_class", "cg_cpu_util", "backend=b1"]  # only the kept one is tried out
+    assert (info["inputs"], info["without"], info["dropped"]) == (["proxy_ewma_s"], 0.70 - tie / 2, True)
+    assert dropped.kept == ["req_class", "cg_cpu_util"]
+    assert next(f for f in dropped.features if f.name == "proxy_ewma_s").status.startswith("dropped")
+    kept, info = run(0.70 - 2 * tie)  # losing more than the tie: worth a model call a decision
+    assert kept.kept == ["req_class", "proxy_ewma_s", "cg_cpu_util"] and info["dropped"] is False
+    budget = 290e-6  # ... unless a decision that calls the model does not fit the budget
+    over, info = run(0.70 - 2 * tie)
+    assert over.kept == ["req_class", "cg_cpu_util"] and info["dropped"] and not info["fits_budget"]
+    calls = len(probed)
+    none_kept = kept.dropping(["proxy_ewma_s"], "x")
+    _, info = pipeline._table_friendly(None, None, None, none_kept, [], 0.7, 1e-3, opts)  # type: ignore[arg-type]
+    assert info == {} and len(probed) == calls  # none among the kept: no probe

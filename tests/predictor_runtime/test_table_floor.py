@@ -193,3 +193,15 @@ def test_the_report_says_why_a_more_accurate_table_did_not_ship() -> None:
     beaten = cand("table", 0.50, 0.95)
     note = " ".join(_table_note(SimpleNamespace(candidates=[lgbm, beaten], selected=lgbm)))  # type: ignore[arg-type]
     assert "It beat the per-cell table" in note
+
+
+def test_the_scored_decision_cost_is_an_option_named_in_its_error() -> None:
+    from predictor_runtime.train.dataset import TrainInputError
+
+    parser = build_parser()
+    default = _options(parser.parse_args(["--data", "x", "--out", "y"]))
+    assert default.scored_decision_s == pytest.approx(300e-6)
+    opts = _options(parser.parse_args(["--data", "x", "--out", "y", "--scored-decision-us", "80"]))
+    assert opts.scored_decision_s == pytest.approx(80e-6)
+    with pytest.raises(TrainInputError, match="--scored-decision-us"):
+        _options(parser.parse_args(["--data", "x", "--out", "y", "--scored-decision-us", "-1"]))
