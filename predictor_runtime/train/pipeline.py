@@ -86,8 +86,8 @@ class TrainOptions:
     # build the ``table`` family beside ``families``: the per-cell constants a learned model must
     # beat on validation to be selected, while the table ranks backends within SPEARMAN_TIE of the
     # best learned model (see ``_select``). Retrained on the 13 testbed recordings kept in the
-    # README's "Accuracy on a later run": it ships in the 5 quiet ones (later-run accuracy +3.1
-    # points on average, from -6.1 to +11.1; Spearman never lower), and the learned model ships
+    # README's "Accuracy on a later run": it ships in the 5 quiet ones (later-run accuracy +3.3
+    # points on average, from -6.1 to +10.4; Spearman never lower), and the learned model ships
     # unchanged in the 8 with neighbours, the shoot-out's regime included.
     table_floor: bool = True
     # fnmatch patterns of inputs never to use, e.g. "host_*" when every backend shares one host
