@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 
 from predictor_runtime.samples import LOCAL_FEATURES, SampleFormatError, read_samples
-from predictor_runtime.train.assess import weighted_median
+from predictor_runtime.train.assess import cell_constants
 
-MIN_ROWS = 5  # as cell_ceiling: a constant fitted on fewer rows says nothing
+MIN_ROWS = 5  # as cell_ceiling: a constant fitted on fewer rows says nothing (cell_constants' default)
 IN_FLIGHT = LOCAL_FEATURES[0]
 
 
@@ -75,20 +75,6 @@ def load(path: Path, max_in_flight: int) -> Requests:
         backend=[r[2] for r in rows],
         cell=[r[3] for r in rows],
     )
-
-
-def cell_constants(cells: Sequence[Any], rtt: np.ndarray, min_rows: int = MIN_ROWS) -> np.ndarray:
-    """Per row, the MAPE-optimal constant of its cell (the 1/RTT-weighted median), NaN for rows in
-    cells of fewer than ``min_rows``."""
-    groups: dict[Any, list[int]] = {}
-    for i, cell in enumerate(cells):
-        groups.setdefault(cell, []).append(i)
-    out = np.full(len(rtt), np.nan)
-    for idx in groups.values():
-        if len(idx) >= min_rows:
-            y = rtt[idx]
-            out[idx] = weighted_median(y, 1.0 / y)
-    return out
 
 
 def accuracy(predicted: np.ndarray, observed: np.ndarray) -> float:
@@ -129,7 +115,7 @@ def corrected(req: Requests, const: np.ndarray, alpha: float, per_backend: bool)
 
 
 def analyse(req: Requests, alphas: Sequence[float]) -> dict[str, Any]:
-    const = cell_constants(req.cell, req.rtt)
+    const = cell_constants(req.cell, req.rtt, MIN_ROWS)
     residual = np.log(req.rtt / const)
     names = sorted(set(req.backend))
     backend = np.array(req.backend, dtype=object)

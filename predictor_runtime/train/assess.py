@@ -13,8 +13,7 @@ report says so.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
@@ -51,34 +50,42 @@ def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     return float(values[order][np.searchsorted(cum, 0.5 * cum[-1])])
 
 
+def cell_constants(cells: Sequence[Hashable], observed_s: np.ndarray, min_rows: int = 5) -> np.ndarray:
+    """Per row, the MAPE-optimal constant of its cell (the rows with an equal ``cells`` entry): the
+    1/RTT-weighted median of the cell's observations; NaN for the rows of cells of fewer than
+    ``min_rows`` (a constant fitted on one row is exact and says nothing)."""
+    obs = np.asarray(observed_s, dtype=np.float64)
+    groups: dict[Hashable, list[int]] = {}
+    for i, cell in enumerate(cells):
+        groups.setdefault(cell, []).append(i)
+    out = np.full(len(obs), np.nan)
+    for idx in groups.values():
+        if len(idx) >= min_rows:
+            y = obs[idx]
+            out[idx] = weighted_median(y, 1.0 / np.maximum(y, 1e-9))
+    return out
+
+
 def cell_ceiling(observed_s: np.ndarray, keys: Sequence[np.ndarray], min_rows: int = 5) -> dict[str, float]:
     """How well *any* model that sees only ``keys`` could do: 1 - MAPE when every row is predicted
-    by the MAPE-optimal constant of its cell (rows with equal keys), fitted on the rows themselves.
+    by the MAPE-optimal constant of its cell (rows with equal keys, ``cell_constants``), fitted on
+    the rows themselves.
 
     An optimistic bound (the constants are fitted on the very rows they are scored on), and an
     honest measure of the noise a model faces: if requests to the same backend, of the same class,
     with the same number already in flight there, still differ in RTT by a factor of a few, no
     choice of model family reaches a high 1 - MAPE from these inputs. Cells of fewer than
-    ``min_rows`` rows are left out (a constant fitted on one row is exact and says nothing).
+    ``min_rows`` rows are left out.
     """
     obs = np.asarray(observed_s, dtype=np.float64)
-    if len(obs) == 0:
+    cells = list(zip(*keys, strict=True)) if len(obs) else []
+    const = cell_constants(cells, obs, min_rows)
+    ok = np.isfinite(const)
+    if not ok.any():
         return {"accuracy": float("nan"), "rows": 0.0, "cells": 0.0}
-    groups: dict[tuple[Any, ...], list[int]] = {}
-    for i, key in enumerate(zip(*keys, strict=True)):
-        groups.setdefault(key, []).append(i)
-    ape_sum, rows, cells = 0.0, 0, 0
-    for idx in groups.values():
-        if len(idx) < min_rows:
-            continue
-        y = obs[idx]
-        c = weighted_median(y, 1.0 / np.maximum(y, 1e-9))  # MAPE-optimal constant of the cell
-        ape_sum += float(np.sum(np.abs(c - y) / np.maximum(y, 1e-9)))
-        rows += len(idx)
-        cells += 1
-    if rows == 0:
-        return {"accuracy": float("nan"), "rows": 0.0, "cells": 0.0}
-    return {"accuracy": 1.0 - ape_sum / rows, "rows": float(rows), "cells": float(cells)}
+    ape = np.abs(const[ok] - obs[ok]) / np.maximum(obs[ok], 1e-9)
+    scored = {cell for cell, good in zip(cells, ok.tolist(), strict=True) if good}
+    return {"accuracy": float(1.0 - ape.mean()), "rows": float(ok.sum()), "cells": float(len(scored))}
 
 
 def spearman(observed_s: np.ndarray, predicted_s: np.ndarray) -> float:

@@ -83,7 +83,7 @@ def test_small_cells_and_failures_are_left_out(tmp_path: Path) -> None:
     rows += [(2000.0, "a", 7.0, 0.5, 200), (2000.1, "a", 1.0, 9.0, 503)]  # a cell of one; a 5xx
     req = rm.load(write(tmp_path / "s.jsonl", rows), 3)
     assert len(req.rtt) == 41  # the 503 is not a request that answered
-    const = rm.cell_constants(req.cell, req.rtt)
+    const = rm.cell_constants(req.cell, req.rtt, rm.MIN_ROWS)
     assert math.isnan(const[-1]) and np.isfinite(const[:-1]).all()
 
 
