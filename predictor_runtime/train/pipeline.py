@@ -132,6 +132,9 @@ class Candidate:
     test_pred: np.ndarray | None = None  # scaled, as the bundle would predict
     scale: float = 1.0  # MAPE-optimal level, calibrated on the validation split
     test_unscaled_accuracy: float | None = None
+    # the table only: the best learned model's validation Spearman when ``_select`` left the table
+    # out for ordering backends worse (the report says so)
+    outranked_by: float | None = None
 
 
 @dataclass(slots=True)
@@ -445,8 +448,10 @@ def _select(cands: list[Candidate]) -> Candidate:
         learned = [c for c in sane if c.family != "table"]
         if learned and len(learned) < len(sane):
             best_rank = max(_rank_of(c) for c in learned)
-            if any(_rank_of(c) < best_rank - SPEARMAN_TIE for c in sane if c.family == "table"):
-                sane = learned  # the table orders backends worse: no floor for a router
+            for c in sane:
+                if c.family == "table" and _rank_of(c) < best_rank - SPEARMAN_TIE:
+                    c.outranked_by = best_rank
+                    sane = learned  # the table orders backends worse: no floor for a router
         best = max(c.val["accuracy"] for c in sane)
         # Accuracy and decision time jointly: a model within ACCURACY_TIE of the most accurate is
         # as good a router (validation accuracy moves more than that between runs), and the faster

@@ -152,20 +152,31 @@ def _table_note(r: TrainResult) -> list[str]:
             f"{100 * ACCURACY_TIE:.0f} point, so the table ships: the MAPE-optimal constant per backend, "
             f"request class and in-flight count; its inputs: {', '.join(table.features)}."
         )
-    elif r.selected.val["accuracy"] < table.val["accuracy"]:
+    elif table.outranked_by is not None:  # left out by ``_select``, whatever its accuracy
+        scored = "was more accurate" if table.val["accuracy"] > r.selected.val["accuracy"] else "scored"
         what = (
             f"The per-cell table (the MAPE-optimal constant per backend, request class and in-flight "
-            f"count) was more accurate on validation ({_pct(table.val['accuracy'])} against "
+            f"count) {scored} on validation ({_pct(table.val['accuracy'])} against "
             f"{_pct(r.selected.val['accuracy'])}) but ordered backends worse: Spearman "
             f"{table.val.get('spearman', float('nan')):.3f} against the best learned model's "
-            f"{max(c.val.get('spearman', float('nan')) for c in r.candidates if c.family != 'table'):.3f}, "
-            f"more than {SPEARMAN_TIE} below, and routing needs the order: it is no floor here."
+            f"{table.outranked_by:.3f}, more than {SPEARMAN_TIE} below, and routing needs the order: "
+            "it is no floor here."
         )
-    else:
+    elif r.selected.val["accuracy"] >= table.val["accuracy"]:
         what = (
             f"It beat the per-cell table (the MAPE-optimal constant per backend, request class and "
             f"in-flight count) on validation: {_pct(r.selected.val['accuracy'])} against "
             f"{_pct(table.val['accuracy'])}."
+        )
+    else:  # ``_select``'s other filters: it must beat predicting the mean and fit the budget
+        why = (
+            f"it does not beat predicting the mean there (R2 {table.val.get('r2', float('nan')):.3f})"
+            if float(table.val.get("r2", 0.0)) <= 0.0
+            else "its decision time does not fit the budget"
+        )
+        what = (
+            f"The per-cell table scored {_pct(table.val['accuracy'])} on validation against "
+            f"{_pct(r.selected.val['accuracy'])}, but was left out: {why}."
         )
     return [what, ""]
 

@@ -184,15 +184,28 @@ def test_the_report_says_why_a_more_accurate_table_did_not_ship() -> None:
     from predictor_runtime.train.report import _table_note
 
     def cand(family: str, acc: float, rank: float) -> pipeline.Candidate:
-        return pipeline.Candidate(family, val={"accuracy": acc, "r2": 0.5, "spearman": rank})
+        val = {"accuracy": acc, "r2": 0.5, "spearman": rank}
+        c = pipeline.Candidate(family, val=val, inference={"p99_s": 20e-6})
+        c.fits_budget = True
+        return c
 
-    lgbm, table = cand("lgbm", 0.60, 0.90), cand("table", 0.70, 0.81)
-    note = " ".join(_table_note(SimpleNamespace(candidates=[lgbm, table], selected=lgbm)))  # type: ignore[arg-type]
+    def note_on(cands: list[pipeline.Candidate]) -> str:
+        selected = pipeline._select(cands)  # what marks a table it leaves out
+        return " ".join(_table_note(SimpleNamespace(candidates=cands, selected=selected)))  # type: ignore[arg-type]
+
+    note = note_on([cand("lgbm", 0.60, 0.90), cand("table", 0.70, 0.81)])
     assert "more accurate on validation (70.00% against 60.00%)" in note
     assert "Spearman 0.810 against the best learned model's 0.900" in note
-    beaten = cand("table", 0.50, 0.95)
-    note = " ".join(_table_note(SimpleNamespace(candidates=[lgbm, beaten], selected=lgbm)))  # type: ignore[arg-type]
-    assert "It beat the per-cell table" in note
+    assert "It beat the per-cell table" in note_on([cand("lgbm", 0.60, 0.90), cand("table", 0.50, 0.95)])
+    # left out for its ranking though less accurate anyway: the note does not call it more accurate
+    note = note_on([cand("lgbm", 0.60, 0.90), cand("table", 0.55, 0.81)])
+    assert "scored on validation (55.00% against 60.00%) but ordered backends worse" in note
+    # a table that does not beat the mean (validation R2 <= 0) is left out for that, not its ranking
+    weak = cand("table", 0.70, 0.81)
+    weak.val["r2"] = -0.1
+    note = note_on([cand("lgbm", 0.60, 0.90), weak])
+    assert "ordered backends worse" not in note and "It beat" not in note
+    assert "left out: it does not beat predicting the mean there (R2 -0.100)" in note
 
 
 def test_the_scored_decision_cost_is_an_option_named_in_its_error() -> None:
