@@ -11,8 +11,9 @@ The methodology of Morpheus and "Accurate Performance Predictors for Edge Comput
 4. fit every family of the zoo on the training rows, export each to ONNX, check ONNX-vs-native
    parity, assess accuracy on the validation and test splits and time the ONNX model at the real
    batch size (the number of backends); the ``table`` family (the MAPE-optimal constant per
-   backend, request class and in-flight count, as one shallow tree) is always among them, so a
-   learned model ships only when it beats that table on validation;
+   backend, request class and in-flight count, as one shallow tree) is among them unless
+   ``--no-table-floor``, so a learned model ships only when it beats that table on validation or
+   the table orders backends worse;
 5. select jointly on accuracy and time: the most accurate model *on validation* whose p99 decision
    time fits the budget (``budget_frac`` x the median observed RTT, default 1%, at most 10%); the
    test split, never used to choose anything, gives the figures the bundle carries;
@@ -42,9 +43,9 @@ from .select import DEFAULT_K_GRID, Ranking, choose_k, rank_features
 
 MAX_BUDGET_FRAC = 0.1
 ACCURACY_TIE = 0.01  # validation accuracies this close are a tie, broken by decision time
-# The per-cell table floor (``--table-floor``) must also rank backends about as well as the best
-# learned model on validation: routing needs the order, and a table that wins on 1 - MAPE by
-# predicting each cell's typical RTT can order backends worse (the full shoot-out's recording:
+# The per-cell table floor (the default; ``--no-table-floor``) must also rank backends about as
+# well as the best learned model on validation: routing needs the order, and a table that wins on
+# 1 - MAPE by predicting each cell's typical RTT can order backends worse (the full shoot-out's recording:
 # Spearman 0.81 on the later run against LightGBM's 0.90-0.91).
 SPEARMAN_TIE = 0.02
 # Proxy-local inputs that vary continuously per backend (its peak-EWMA RTT, its feature age): a
