@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from predictor_runtime.samples import LOCAL_FEATURES, SampleFormatError, read_samples
-from predictor_runtime.train.assess import cell_constants
+from predictor_runtime.train.assess import accuracy_metrics, cell_constants
 
 MIN_ROWS = 5  # as cell_ceiling: a constant fitted on fewer rows says nothing (cell_constants' default)
 IN_FLIGHT = LOCAL_FEATURES[0]
@@ -78,11 +78,11 @@ def load(path: Path, max_in_flight: int) -> Requests:
 
 
 def accuracy(predicted: np.ndarray, observed: np.ndarray) -> float:
-    """1 - MAPE over the rows where both are finite."""
+    """1 - MAPE (``assess.accuracy_metrics``) over the rows where both are finite."""
     ok = np.isfinite(predicted) & np.isfinite(observed)
     if not ok.any():
         return math.nan
-    return float(1.0 - np.mean(np.abs(predicted[ok] - observed[ok]) / observed[ok]))
+    return accuracy_metrics(observed[ok], predicted[ok])["accuracy"]
 
 
 def lag1(values: np.ndarray) -> float:
