@@ -474,7 +474,7 @@ class DataPlane:
         decision = st.tap.decision_of(ticket)  # type: ignore[union-attr]
         if decision is None or decision.fallback is not None or decision.runner_up is None:
             return None
-        predicted = decision.predicted_s
+        predicted = decision.predicted_s * st.tap.scale()  # type: ignore[union-attr]  # the live level
         if not predicted > 0.0:  # NaN or nothing
             return None
         second = st.routes.get(decision.runner_up.id)

@@ -278,6 +278,13 @@ class Metrics:
             "presage_live_accuracy_ratio", "Rolling 1 - MAPE of live predictions.",
             multiprocess_mode="livemin", registry=r,
         )  # fmt: skip
+        # the factor every prediction is multiplied by (predictor_runtime.calibration); a worker far
+        # from 1 runs on a host slower or faster than the one the bundle was trained on
+        self.calibration_scale = Gauge(
+            "presage_prediction_calibration_ratio",
+            "Live refit of the model's level: the factor on every prediction (1: the bundle's own).",
+            multiprocess_mode="livemax", registry=r,
+        )  # fmt: skip
         self.shadow_live_accuracy = Gauge(
             "presage_shadow_live_accuracy_ratio",
             "Rolling 1 - MAPE of the shadow policy's predictions for the live policy's choices.",

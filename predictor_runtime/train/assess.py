@@ -17,37 +17,12 @@ from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
+# The bundle's level (``mape_scale``) lives beside the proxy's live refit of the same constant;
+# re-exported here, where the training pipeline and its tests read them.
+from predictor_runtime.calibration import SCALE_BOUNDS as SCALE_BOUNDS
+from predictor_runtime.calibration import mape_scale as mape_scale
+from predictor_runtime.calibration import weighted_median as weighted_median
 from predictor_runtime.scorer import Scorer
-
-# The calibrated scale is clipped: a factor this far from 1 means the fit is broken, not biased.
-SCALE_BOUNDS = (0.1, 10.0)
-
-
-def mape_scale(observed_s: np.ndarray, predicted_s: np.ndarray) -> float:
-    """The constant ``c`` minimising MAPE of ``c * predicted`` against ``observed``.
-
-    A model fit by squared error on log RTT predicts the conditional *median* (for log-normal
-    noise, also the geometric mean); MAPE is minimised lower, at the median of the distribution
-    re-weighted by 1/RTT (for log-normal noise of spread s, the median times exp(-s^2)): an
-    over-prediction of a short request costs more than the same miss on a long one. With ``r_i =
-    y_i / p_i``, ``sum |c p_i - y_i| / y_i = sum (p_i / y_i) |c - r_i|``, so ``c`` is the weighted
-    median of ``r`` with weights ``p / y``. One scale for every row leaves the ranking of backends,
-    and so every routing decision, unchanged; it moves only the level of the estimate.
-    """
-    obs = np.asarray(observed_s, dtype=np.float64)
-    pred = np.asarray(predicted_s, dtype=np.float64)
-    ok = (obs > 0) & (pred > 0) & np.isfinite(obs) & np.isfinite(pred)
-    if not ok.any():
-        return 1.0
-    c = weighted_median(obs[ok] / pred[ok], pred[ok] / obs[ok])
-    return float(np.clip(c, *SCALE_BOUNDS))
-
-
-def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
-    """The smallest value at which the cumulative weight reaches half the total."""
-    order = np.argsort(values)
-    cum = np.cumsum(weights[order])
-    return float(values[order][np.searchsorted(cum, 0.5 * cum[-1])])
 
 
 def cell_constants(cells: Sequence[Hashable], observed_s: np.ndarray, min_rows: int = 5) -> np.ndarray:

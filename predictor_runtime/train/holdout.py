@@ -8,6 +8,9 @@ proxy runs), and reports
 
 * accuracy ``1 - MAPE``, MAE, p95 absolute percentage error, R² and Spearman
   (``assess.accuracy_metrics``, the measures of the training report);
+* the same measures for the predictions the proxy would have reported, with its live refit of the
+  model's level (``predictor_runtime.calibration.replay``: causal, over the recording in dispatch
+  order; routing is the same either way);
 * the noise check on that recording (``assess.cell_ceiling`` by backend, request class and
   in-flight count, as the training report computes it on its test split);
 * the decision time the bundle carries (inference p50/p99 at the real batch size, measured when it
@@ -27,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from predictor_runtime import calibration
 from predictor_runtime.bundle import Bundle, BundleError, load_bundle
 from predictor_runtime.scorer import Scorer
 
@@ -45,6 +49,7 @@ class Holdout:
     family: str
     sources: tuple[str, ...]
     metrics: dict[str, float]  # accuracy, mape, mae_s, p95_ape, r2, spearman, n
+    calibrated: dict[str, float]  # the same, with the proxy's live level refit
     noise: dict[str, float]  # assess.cell_ceiling on the recording
     median_rtt_s: float
     inference: dict[str, float]  # the bundle's p50_s, p99_s
@@ -72,6 +77,7 @@ def assess_bundle(
     return Holdout(
         bundle=str(b.path), family=b.family, sources=tuple(data),
         metrics=assess.accuracy_metrics(observed, predicted),
+        calibrated=assess.accuracy_metrics(observed, calibration.replay(ds.ts, observed, predicted)),
         noise=noise_check(ds, np.arange(len(ds))),
         median_rtt_s=median, inference=inference,
         decision_share={k.removesuffix("_s"): v / median for k, v in inference.items()},
@@ -115,7 +121,8 @@ def summary_line(h: Holdout) -> str:
     return (
         f"held-out {h.family} bundle on {h.samples_used} samples ({h.samples_read} read): accuracy "
         f"{m['accuracy']:.4f} (1 - MAPE), MAE {m['mae_s'] * 1e3:.3f} ms, p95 APE {m['p95_ape']:.3f}, "
-        f"R2 {m['r2']:.3f}, Spearman {m['spearman']:.3f}; noise check {n['accuracy']:.4f} over "
+        f"R2 {m['r2']:.3f}, Spearman {m['spearman']:.3f}; with the live level refit "
+        f"{h.calibrated['accuracy']:.4f}; noise check {n['accuracy']:.4f} over "
         f"{int(n['cells'])} cells; median RTT {h.median_rtt_s * 1e3:.2f} ms, decision time {share} of it"
         + (f"; backends unseen in training: {', '.join(h.unseen_backends)}" if h.unseen_backends else "")
     )

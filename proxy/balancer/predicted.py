@@ -51,6 +51,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from predictor_runtime.calibration import DEFAULT_WINDOW, LevelCalibration
+
 from ..predict import assembler
 from ..predict.decision_budget import DecisionBudget
 from ..predict.feedback import Feedback
@@ -107,6 +109,9 @@ class PredictedSettings:
     min_accuracy: float | None = None
     accuracy_window: int = 500
     min_observations: int = 50
+    # The live refit of the model's level (predictor_runtime.calibration): the last N completed
+    # requests; 0 keeps the bundle's own level. It never changes a routing decision.
+    calibration_window: int = DEFAULT_WINDOW
     # The breaker trips at the seed papers' ceiling, a decision costing 10% of the median RTT: it
     # guards against harm. The 1% target is what `presage train` selects models for and what the
     # benchmarks report; on a loaded 2-core box a 1% breaker (about 110 us at an 11 ms RTT) opened
@@ -126,6 +131,7 @@ class PredictedSettings:
             "min_accuracy": self.min_accuracy is None or 0.0 <= self.min_accuracy < 1.0,
             "accuracy_window": self.accuracy_window >= 1,
             "min_observations": 1 <= self.min_observations <= self.accuracy_window,
+            "calibration_window": self.calibration_window >= 0,
             "budget_frac": 0.0 < self.budget_frac <= 0.1,
             "min_budget_s": self.min_budget_s > 0,
             "budget_cooldown_s": self.budget_cooldown_s >= 0,
@@ -299,6 +305,12 @@ class PredictedPolicy:
         self.wall_clock = wall_clock
         s = self.settings
         self.accuracy = LiveAccuracy(s.accuracy_window, min_observations=s.min_observations)
+        # the model's level refitted on live traffic: applied to every absolute use of a
+        # prediction (live accuracy, the gauge, the explain header, the hedge delay), never to a
+        # choice, which one factor for all backends cannot change
+        self.calibration = LevelCalibration(
+            s.calibration_window, min_observations=min(s.min_observations, max(s.calibration_window, 1))
+        )
         self.budget = DecisionBudget(
             budget_frac=s.budget_frac, min_budget_s=s.min_budget_s, cooldown_s=s.budget_cooldown_s
         )
@@ -417,7 +429,8 @@ class PredictedPolicy:
     # -- feedback from the data plane ----------------------------------------------------------
     def observe(self, predicted_s: float, rtt_s: float, ok: bool) -> float | None:
         """A routed request completed after ``rtt_s``; ``predicted_s`` is the model's prediction
-        for the backend it went to (NaN if none). Returns the absolute percentage error if scored.
+        for the backend it went to (NaN if none). Returns the absolute percentage error of the
+        calibrated prediction if scored.
         Failed tries are not accuracy evidence: a refused connection's RTT says nothing about
         service time."""
         if not ok:
@@ -425,13 +438,17 @@ class PredictedPolicy:
         self.budget.observe_rtt(rtt_s)
         if predicted_s != predicted_s:  # NaN
             return None
-        return self.accuracy.record(predicted_s, rtt_s)
+        calibration = self.calibration
+        ape = self.accuracy.record(predicted_s * calibration.scale, rtt_s)  # the level before this try
+        calibration.record(predicted_s, rtt_s)
+        return ape
 
     def describe(self, now: float) -> dict[str, Any]:
         self.feedback.flush()
         return {
             "live_accuracy": self.accuracy.accuracy(),
             "observations": self.accuracy.count,
+            "calibration_scale": self.calibration.scale,
             "min_accuracy": self._floor if self._floor > float("-inf") else None,  # None: off
             "decision_budget_s": self.budget.budget_s,
             "median_rtt_s": self.budget.median_rtt_s,
@@ -672,6 +689,7 @@ class PredictedPolicy:
         # A new model's accuracy is its own: start measuring afresh; rebind columns lazily.
         self.feedback.flush()  # the old model's pending evidence belongs to the old window
         self.accuracy.reset()
+        self.calibration.reset()  # and its level is its own
         self._bound = None
         self._bound_snap = self._bound_model = None
         self._plan = None

@@ -1,19 +1,23 @@
 """Completed tries' (decision, observed RTT) pairs, applied to the policy N at a time.
 
-Per completed try the ``predicted`` policy learns four things: the RTT for its decision budget's
-streaming median, the absolute percentage error for its live accuracy, the same error for the
-``presage_prediction_error_ratio`` histogram, and the backend's latest prediction for the
-``presage_predicted_latency_seconds`` gauge. Done per request that is three method calls, a
-``bisect``, a dict store and a handful of float operations in the interpreter (several
-microseconds of a request's ~100). ``Feedback.add`` appends the decision's prediction, its
-endpoint and the RTT to one flat list (no object outlives the call); every ``size`` pairs (and before every
-metrics flush, admin read or live-accuracy publication) ``flush`` applies them in order: one numpy
-pass computes the errors, fills the accuracy window (``LiveAccuracy.record_many``) and buckets
-the histogram (``BatchedHistogram.observe_many``); the decision budget takes a large batch's
-median RTT, or follows a small batch's RTTs one step at a time (``DecisionBudget.observe_rtts``).
+Per completed try the ``predicted`` policy learns five things: the RTT for its decision budget's
+streaming median, the (prediction, RTT) pair for the live refit of the model's level
+(``predictor_runtime.calibration``), the absolute percentage error of the calibrated prediction
+for its live accuracy, the same error for the ``presage_prediction_error_ratio`` histogram, and
+the backend's latest calibrated prediction for the ``presage_predicted_latency_seconds`` gauge.
+Done per request that is three method calls, a ``bisect``, a dict store and a handful of float
+operations in the interpreter (several microseconds of a request's ~100). ``Feedback.add``
+appends the decision's prediction, its endpoint and the RTT to one flat list (no object outlives
+the call); every ``size`` pairs (and before every metrics flush, admin read or live-accuracy
+publication) ``flush`` applies them in order: one numpy pass computes the errors, fills the
+accuracy window (``LiveAccuracy.record_many``), refits the level (``LevelCalibration.record_many``)
+and buckets the histogram (``BatchedHistogram.observe_many``); the decision budget takes a large
+batch's median RTT, or follows a small batch's RTTs one step at a time
+(``DecisionBudget.observe_rtts``).
 
-The result is the one per-request calls would give (but for the median of a large batch); the
-safeguards see it up to ``size`` tries late, ~0.1 s at the request rates where batching matters.
+The result is the one per-request calls would give (but for the median of a large batch, and for
+the level, which a batch's errors see as it was fitted before the batch); the safeguards see it up
+to ``size`` tries late, ~0.1 s at the request rates where batching matters.
 """
 
 from __future__ import annotations
@@ -82,7 +86,13 @@ class Feedback:
         # ``fromiter`` converts a list of floats at twice ``np.array``'s speed (no per-item type discovery)
         pred = np.fromiter(predicted, dtype=np.float64, count=len(predicted))
         obs = np.fromiter(rtts, dtype=np.float64, count=len(rtts))
-        apes = policy.accuracy.record_many(pred, obs)
+        # errors of the calibrated predictions, at the level fitted before this batch (causal), then
+        # the batch joins the refit
+        calibration = policy.calibration
+        scale = calibration.scale
+        shown = pred * scale if scale != 1.0 else pred
+        apes = policy.accuracy.record_many(shown, obs)
+        calibration.record_many(pred, obs)
         if self.histogram is not None:
             self.histogram.observe_many(apes)
         # the gauge: each backend's last usable prediction; ``dict`` keeps the last of equal keys,
@@ -92,4 +102,4 @@ class Feedback:
         latest = self.latest
         for ep, p in last.items():
             if ep is not None:
-                latest[ep.id] = p
+                latest[ep.id] = p * scale

@@ -154,6 +154,11 @@ class DecisionTap:
             return ticket  # type: ignore[return-value]
         return ticket.decision  # type: ignore[union-attr]
 
+    def scale(self) -> float:
+        """The live policy's calibrated level (``PredictedPolicy.calibration``): a ``Decision`` holds
+        the model's own predictions, and every absolute use multiplies them by this."""
+        return self.predicted.calibration.scale if self.predicted is not None else 1.0
+
     def explain(self, ticket: Ticket | Decision | None) -> bytes:
         """The ``x-presage-decision`` value: chosen backend, its prediction, runner-up, reason."""
         if ticket is None:
@@ -164,12 +169,13 @@ class DecisionTap:
         if d is None:
             return b"policy=" + self.policy_name.encode()
         parts = [f"reason={'fallback:' + d.fallback if d.fallback else 'model'}"]
+        scale = self.scale()
         if d.predicted_s == d.predicted_s:
-            parts.append(f"predicted_ms={d.predicted_s * 1e3:.3f}")
+            parts.append(f"predicted_ms={d.predicted_s * scale * 1e3:.3f}")
         if d.runner_up is not None:
             parts.append(f"runner_up={d.runner_up.id}")
             if d.runner_up_s == d.runner_up_s:
-                parts.append(f"runner_up_ms={d.runner_up_s * 1e3:.3f}")
+                parts.append(f"runner_up_ms={d.runner_up_s * scale * 1e3:.3f}")
         return "; ".join(parts).encode()
 
     # -- 1 Hz -------------------------------------------------------------------------------------
@@ -180,6 +186,7 @@ class DecisionTap:
             acc = self.predicted.accuracy.accuracy()
             if acc is not None:
                 m.live_accuracy.set(acc)
+            m.calibration_scale.set(self.predicted.calibration.scale)
             for backend, value in self.predicted.feedback.latest.items():
                 m.predicted_latency.labels(backend).set(value)
         if self.shadow is not None:

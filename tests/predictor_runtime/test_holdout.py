@@ -8,6 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
+from predictor_runtime import calibration
 from predictor_runtime.bundle import write_bundle
 from predictor_runtime.train import assess
 from predictor_runtime.train.cli import main
@@ -36,7 +37,7 @@ def tiny(tmp_path: Path, make_tiny_model: Callable, make_tiny_meta: Callable) ->
 
 def test_accuracy_is_the_one_computed_by_hand(tmp_path: Path, synth_later_path: Path, tiny) -> None:
     bundle, model = tiny
-    data = _head(synth_later_path, tmp_path / "later.jsonl", 40)
+    data = _head(synth_later_path, tmp_path / "later.jsonl", 120)  # past the refit's 50 observations
     h = assess_bundle(bundle, [str(data)])
 
     # by hand: the usable rows (failures dropped), the native model, the bundle's log transform and scale
@@ -59,6 +60,14 @@ def test_accuracy_is_the_one_computed_by_hand(tmp_path: Path, synth_later_path: 
     assert h.bundle_accuracy == pytest.approx(0.9) and h.family == "ridge"
     # the bundle's only one-hot column is b1: the others are scored with zeros there, and named
     assert h.unseen_backends == tuple(sorted({s.chosen for s in rows} - {"b1"})) != ()
+    # with the proxy's live level refit: the same predictions, each times the factor fitted on the
+    # requests that had completed before it was dispatched (in dispatch order)
+    order = np.argsort([s.ts for s in rows], kind="stable")
+    ts, obs, pred = (np.array(v)[order] for v in ([s.ts for s in rows], observed, predicted))
+    refit = calibration.replay(ts, obs, pred)
+    by_hand = 1.0 - float(np.mean(np.abs(refit - obs) / obs))
+    assert h.calibrated["accuracy"] == pytest.approx(by_hand, abs=1e-5)
+    assert abs(h.calibrated["accuracy"] - h.metrics["accuracy"]) > 1e-3  # the refit did move the level
 
 
 def test_noise_check_matches_the_training_report_on_the_same_rows(synth_later_path: Path, tiny) -> None:
@@ -87,6 +96,7 @@ def test_cli_prints_the_figures(tmp_path: Path, synth_later_path: Path, tiny, ca
     assert main(["--data", str(synth_later_path), "--assess", str(bundle)]) == 0
     out = capsys.readouterr().out
     assert "held-out ridge bundle on" in out and "accuracy 0." in out and "noise check" in out
+    assert "with the live level refit 0." in out
 
 
 def _without(src: Path, dst: Path, name: str) -> Path:

@@ -32,7 +32,9 @@ def decided(predicted_s: float, ep: Endpoint = B1) -> Decision:
 
 
 def fresh_policy() -> PredictedPolicy:
-    settings = PredictedSettings(accuracy_window=50, min_observations=5)
+    # the level refit is off: per-try calls refit it every few tries, batches once a batch (its own
+    # tests are below), and this compares what batching does to everything else
+    settings = PredictedSettings(accuracy_window=50, min_observations=5, calibration_window=0)
     return PredictedPolicy(
         holder=ModelHolder(), features=NoFeatures(), fallback=PeakEwmaPolicy(), settings=settings
     )
@@ -117,3 +119,40 @@ def test_the_latest_scored_prediction_per_backend_is_kept_for_the_gauge() -> Non
     assert feedback.latest == {"b1": 0.011, "b2": 0.020}  # pending until the next flush
     feedback.flush()
     assert feedback.latest == {"b1": 0.012, "b2": 0.020}
+
+
+def calibrated_policy(window: int) -> PredictedPolicy:
+    settings = PredictedSettings(accuracy_window=50, min_observations=5, calibration_window=window)
+    return PredictedPolicy(
+        holder=ModelHolder(), features=NoFeatures(), fallback=PeakEwmaPolicy(), settings=settings
+    )
+
+
+def test_live_accuracy_scores_each_batch_at_the_level_refitted_before_it() -> None:
+    """A model that predicts half the RTT everywhere: its first batch is scored as it is (50 %
+    error), the refit then doubles its level, and the next batch is scored exact."""
+    policy = calibrated_policy(20)
+    feedback = Feedback(policy, None, size=10)
+    for _ in range(10):
+        feedback.add(decided(0.010), 0.020)
+    assert policy.calibration.scale == pytest.approx(2.0)
+    assert policy.accuracy.accuracy() == pytest.approx(0.5)
+    for _ in range(10):
+        feedback.add(decided(0.010, B2), 0.020)
+    assert policy.accuracy.accuracy() == pytest.approx(0.75)  # 10 errors of 50 %, 10 of 0
+    # the gauge: each backend's latest prediction at the level of its batch
+    assert feedback.latest == {"b1": pytest.approx(0.010), "b2": pytest.approx(0.020)}
+    assert policy.describe(0.0)["calibration_scale"] == pytest.approx(2.0)
+    policy.holder.swap(None)  # a new model has its own level
+    assert policy.calibration.scale == 1.0 and policy.calibration.count == 0
+
+
+def test_per_try_feedback_refits_the_level_too_and_a_zero_window_keeps_the_bundle_s() -> None:
+    policy, off = calibrated_policy(16), calibrated_policy(0)
+    for _ in range(40):  # the shadow policy's path: one ``observe`` per try
+        policy.observe(0.010, 0.020, True)
+        off.observe(0.010, 0.020, True)
+    assert policy.calibration.scale == pytest.approx(2.0) and off.calibration.scale == 1.0
+    assert policy.accuracy.accuracy() > 0.75 and off.accuracy.accuracy() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match=r"predicted\.calibration_window"):
+        PredictedSettings(calibration_window=-1)

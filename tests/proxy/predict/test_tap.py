@@ -118,3 +118,33 @@ def test_a_fallback_decision_feeds_the_rtt_median_but_not_accuracy() -> None:
     before = policy.budget.median_rtt_s
     policy.feedback.flush()
     assert policy.accuracy.total == 0 and policy.budget.median_rtt_s != pytest.approx(before, rel=1e-12)
+
+
+def test_the_explain_header_and_the_gauges_carry_the_live_level(holder: ModelHolder) -> None:
+    """Backends that answer in three times the model's prediction: once the level is refitted, the
+    header and the predicted-latency gauge say so (the decision keeps the model's own figures)."""
+    settings = PredictedSettings(
+        choices=0, min_budget_s=0.01, accuracy_window=10, min_observations=2, min_accuracy=0.0
+    )  # the first tries' 200 % errors would trip the accuracy safeguard: off, to keep the model's choices
+    policy = PredictedPolicy(
+        holder=holder, features=Store(snapshot([8, 1, 15, 4])), fallback=PeakEwmaPolicy(), settings=settings
+    )
+    pool = pool_of(policy, 4)
+    metrics = Metrics()
+    tap = DecisionTap(policy_name="predicted", metrics=metrics, predicted=policy)
+    first = one_try(tap, pool, 0.0)  # no usable RTT: no evidence, only the decision
+    raw, runner_up = first.predicted_s, first.runner_up_s
+    before = tap.explain(first).decode()
+    assert f"predicted_ms={raw * 1e3:.3f}" in before and f"runner_up_ms={runner_up * 1e3:.3f}" in before
+    for _ in range(3):
+        one_try(tap, pool, 3 * raw)
+    tap.sync()
+    assert policy.calibration.scale == pytest.approx(3.0)
+    later = one_try(tap, pool, 3 * raw)  # (another backend now: the first ones are still in flight)
+    after = tap.explain(later).decode()
+    assert f"predicted_ms={3 * later.predicted_s * 1e3:.3f}" in after
+    assert f"runner_up_ms={3 * later.runner_up_s * 1e3:.3f}" in after
+    tap.sync()
+    assert policy.feedback.latest[later.endpoint.id] == pytest.approx(3 * later.predicted_s)
+    text = metrics.render().decode()
+    assert "presage_prediction_calibration_ratio 3.0" in text
