@@ -85,6 +85,7 @@ def _entry(name: str, accuracy: float) -> dict:
             "family": "lgbm", "samples_used": 2000, "bundle_accuracy": 0.91, "median_rtt_s": 0.02,
             "metrics": {"accuracy": accuracy, "mae_s": 0.003, "p95_ape": 0.4, "spearman": 0.9},
             "noise": {"accuracy": 0.93}, "decision_share": {"p50": 0.002, "p99": 0.005},
+            "calibrated": {"accuracy": 0.92},
         },
     }  # fmt: skip
 
@@ -94,7 +95,10 @@ def test_table_and_json_side_by_side(tmp_path: Path) -> None:
     text = bench_accuracy.table(entries)
     lines = text.splitlines()
     assert len(lines) == 4 and all(line.count("|") == lines[0].count("|") for line in lines)
-    assert "| interference | 6000 | 2000 | 80.0% | lgbm | 91.0% | **90.5%** |" in text
+    assert "| interference | 6000 | 2000 | 80.0% | lgbm | 91.0% | **90.5%** | 92.0% |" in text
+    older = _entry("full", 0.5)  # a run recorded before the refit was reported: its column says so
+    del older["holdout"]["calibrated"]
+    assert "| **50.0%** | - |" in bench_accuracy.table([older])
     assert "| 0.20% / 0.50% |" in text and "failed: RuntimeError: boom" in text
 
     plan = bench_accuracy.plan_from_args(["--scenario", "interference,full", "--out", str(tmp_path)])
