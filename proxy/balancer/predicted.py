@@ -715,7 +715,10 @@ class PredictedPolicy:
         if floor is None:
             if model is None:
                 return float("-inf")  # nothing to measure yet
-            return default_floor(model.accuracy, model.scorer.scale)
+            # live accuracy is measured at the MAPE-optimal level when the bundle was calibrated
+            # by training or the proxy refits its level (the default)
+            calibrated = model.scorer.scale != 1.0 or self.settings.calibration_window > 0
+            return default_floor(model.accuracy, calibrated)
         return floor if floor > 0 else float("-inf")
 
     def _fall_back(

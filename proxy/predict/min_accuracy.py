@@ -33,18 +33,21 @@ from __future__ import annotations
 
 DEFAULT_MIN_ACCURACY: float = 0.47
 
-# The same floor for a bundle whose predictions are scaled to the MAPE-optimal level (``presage
-# train`` calibrates one on validation data: ``target.scale``): scaling moves every prediction by
-# the same factor, so routing is unchanged while the measured 1 - MAPE rises. In those units the
-# break-even 0.396 is 0.513 (log-normal noise: MAPE = erf(s / sqrt 2) instead of
+# The same floor for predictions scaled to the MAPE-optimal level (``presage train`` calibrates a
+# bundle on validation data, ``target.scale``, and the proxy refits that level on live traffic by
+# default, ``predictor_runtime.calibration``): scaling moves every prediction by the same factor,
+# so routing is unchanged while the measured 1 - MAPE rises. In those units the break-even 0.396
+# is 0.513 (log-normal noise: MAPE = erf(s / sqrt 2) instead of
 # exp(s^2 / 2) erf(s / sqrt 2); ``loadtest.sim.headline.calibrated_live``), the APE's standard
 # deviation 0.385, so the floor is 0.513 + 2 x 0.385 / sqrt(500) = 0.547, rounded up to 0.55.
 CALIBRATED_MIN_ACCURACY: float = 0.55
 
 
-def floor_for(scale: float) -> float:
-    """The simulator's floor for a model whose predictions are scaled by ``scale`` (1: not calibrated)."""
-    return DEFAULT_MIN_ACCURACY if scale == 1.0 else CALIBRATED_MIN_ACCURACY
+def floor_for(calibrated: bool) -> float:
+    """The simulator's floor for live accuracy measured at the MAPE-optimal level (``calibrated``:
+    the bundle's ``scale`` fitted by ``presage train``, or the proxy's live refit of it,
+    ``predictor_runtime.calibration``) or at the model's raw level."""
+    return CALIBRATED_MIN_ACCURACY if calibrated else DEFAULT_MIN_ACCURACY
 
 
 # The default floor is relative to the model's own held-out accuracy (the bundle's ``accuracy``,
@@ -62,9 +65,9 @@ def floor_for(scale: float) -> float:
 DRIFT_TOLERANCE: float = 0.10
 
 
-def default_floor(held_out: float | None, scale: float) -> float:
+def default_floor(held_out: float | None, calibrated: bool) -> float:
     """The floor when none is configured: ``held_out - DRIFT_TOLERANCE``, or the simulator's floor
-    for a bundle that carries no held-out accuracy."""
+    (``floor_for``) for a bundle that carries no held-out accuracy."""
     if held_out is None:
-        return floor_for(scale)
+        return floor_for(calibrated)
     return held_out - DRIFT_TOLERANCE

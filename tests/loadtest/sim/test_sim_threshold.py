@@ -59,8 +59,8 @@ def test_the_floor_for_calibrated_bundles_is_the_same_break_even_in_calibrated_u
 ) -> None:
     recomputed = proxy_calibrated_min_accuracy(doc["fallback_break_even_live_accuracy"], doc["live_window"])
     assert recomputed == min_accuracy.CALIBRATED_MIN_ACCURACY
-    assert min_accuracy.floor_for(1.0) == min_accuracy.DEFAULT_MIN_ACCURACY
-    assert min_accuracy.floor_for(0.7) == min_accuracy.CALIBRATED_MIN_ACCURACY
+    assert min_accuracy.floor_for(False) == min_accuracy.DEFAULT_MIN_ACCURACY
+    assert min_accuracy.floor_for(True) == min_accuracy.CALIBRATED_MIN_ACCURACY
 
 
 def test_the_calibrated_conversion_matches_scaling_log_normal_predictions() -> None:
