@@ -17,7 +17,7 @@ from proxy.redis_conn import RedisEndpoint
 
 redis_server = shared.redis_server  # the same fixtures: an embedded Redis, vectors as agents write them
 push = shared.push
-RELAXED, metric = shared.RELAXED, shared.metric
+RELAXED, metric, model_json = shared.RELAXED, shared.metric, shared.model_json
 QUEUES = {"b1": 10.0, "b2": 0.0, "b3": 15.0}  # the model's order: b2, then b1, then b3
 
 
@@ -75,10 +75,14 @@ async def timed() -> AsyncIterator[
         await runner.cleanup()
 
 
-async def hedged_proxy(proxy: Any, urls: list[str], redis: RedisEndpoint, model: Path, **hedge: Any) -> Any:
+async def hedged_proxy(
+    proxy: Any, urls: list[str], redis: RedisEndpoint, model: Path, predicted: dict[str, Any] | None = None,
+    **hedge: Any,
+) -> Any:
     return await proxy(
         urls, policy="predicted", model=str(model), redis=redis.url, explain_header=True,
-        predicted={"choices": 0, **RELAXED}, hedge={"after": 2.0, "min_delay_s": 0.05, **hedge},
+        predicted={"choices": 0, **RELAXED, **(predicted or {})},
+        hedge={"after": 2.0, "min_delay_s": 0.05, **hedge},
     )  # fmt: skip
 
 
@@ -132,3 +136,39 @@ async def test_only_idempotent_requests_are_hedged_and_copies_come_out_of_a_budg
         assert await resp.text() == "b1"  # three do
     assert await metric(client, p.admin, 'presage_hedges_total{result="denied"}') == 1
     assert await metric(client, p.admin, 'presage_hedges_total{result="sent"}') == 1
+
+
+def predicted_ms(resp: Any) -> float:
+    parts = dict(p.split("=", 1) for p in resp.headers["x-presage-decision"].split("; "))
+    return float(parts["predicted_ms"])
+
+
+async def test_the_hedge_delay_follows_the_live_level_of_the_predictions(
+    redis_server: RedisEndpoint, proxy: Any, timed: Any, push: Any, queue_model_dir: Path, client: Any
+) -> None:
+    """b2 answers in 15 ms, several times the ~2 ms the model predicts for it: at the bundle's level
+    the hedge fires after 3 x 2 ms, before b2 answers, and a copy goes to b1 (slower still, so b2
+    wins). Once the proxy has refitted the level on five answers, 3 x the prediction is ~45 ms and
+    no copy goes out; the choice stays b2."""
+    urls, _ = await timed({"b1": 0.1, "b2": 0.015, "b3": 0.1})
+    push(QUEUES)
+    # (the accuracy safeguard off: the first answers' errors at the bundle's level would trip it)
+    refit_after_five = {"min_observations": 5, "calibration_window": 5, "min_accuracy": 0.0}
+    p = await hedged_proxy(
+        proxy, urls, redis_server, queue_model_dir, predicted=refit_after_five,
+        after=3.0, min_delay_s=0.001, budget_percent=100.0, min_per_s=100.0,
+    )  # fmt: skip
+    first = []
+    for _ in range(5):
+        async with client.get(p.url + "/work") as resp:
+            assert await resp.text() == "b2"  # the copy to b1 answers later: the first answer wins
+            first.append(predicted_ms(resp))
+    assert await metric(client, p.admin, 'presage_hedges_total{result="sent"}') == 5
+    assert max(first) < 5.0  # the bundle's level: well under the 15 ms b2 takes
+    info = await model_json(client, p.admin)  # reading it applies the pending feedback, as the 1 Hz sync does
+    assert 3.0 < info["predicted"]["calibration_scale"] < 10.0
+    for _ in range(5):
+        async with client.get(p.url + "/work") as resp:
+            assert await resp.text() == "b2"
+            assert 10.0 < predicted_ms(resp) < 40.0  # the refitted level: what b2 takes
+    assert await metric(client, p.admin, 'presage_hedges_total{result="sent"}') == 5  # no copy since
