@@ -107,7 +107,8 @@ class Phases:
             for bid, c in self.calibration.items()
         ]
         self.progress(
-            f"warm-up: {seconds:g}s direct to each backend; CPU per request beyond numpy: {', '.join(parts)}"
+            f"warm-up: {seconds:g}s direct to each backend; CPU per request beyond the work itself: "
+            + ", ".join(parts)
         )
         return self.calibration
 

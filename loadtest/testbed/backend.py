@@ -1,13 +1,14 @@
 """`presage backend`: one testbed backend doing real numpy work per request, behind a bounded pool.
 
 Routes
-  ``GET|POST /work?size=N``  filter an N x N micrograph movie (``imaging.filter_movie``). The size
+  ``GET|POST /work?size=N``  filter an N x N micrograph movie (``imaging.filter_movie``; with
+      ``--work checksum``, hash an object's block sized by N instead: ``checksum``). The size
       is the image side in pixels, ``imaging.MIN_SIDE``..``MAX_SIDE``. Without ``size`` the header
       ``X-Presage-Class`` is read with the same meaning (the side in pixels, so the proxy's
       ``--class-from header:X-Presage-Class`` or ``query:size`` gives the model a numeric class that
       orders requests by work); with neither, ``DEFAULT_SIDE``. A bad value answers 400 with the
       reason. A POST body is read and discarded.
-  ``GET /healthz``  200 ``{"id", "workers", "work_mult"}``.
+  ``GET /healthz``  200 ``{"id", "workers", "work_mult", "work"}``.
   ``GET /metrics``  Prometheus text: gauges ``presage_backend_in_flight`` (requests inside the
       backend: queued or running), ``presage_backend_queue_length`` (waiting for a worker),
       ``presage_backend_workers``; counters ``presage_backend_served_total``,
@@ -37,7 +38,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from loadtest.testbed import imaging
+from loadtest.testbed import imaging, work
 
 CLASS_HEADER = "X-Presage-Class"
 BACKEND_HEADER = "X-Presage-Backend"
@@ -68,8 +69,13 @@ def parse_side(query_value: str | None, header_value: str | None) -> int:
 class Backend:
     """State of one backend: the pool, the admission semaphore and the exported counters."""
 
-    def __init__(self, backend_id: str, workers: int, work_mult: float, delay_ms: float, max_queue: int):
+    def __init__(
+        self, backend_id: str, workers: int, work_mult: float, delay_ms: float, max_queue: int,
+        work_kind: str = work.DEFAULT_KIND,
+    ) -> None:  # fmt: skip
         self.id = backend_id
+        self.work_kind = work_kind
+        self.run = work.kind(work_kind).run
         self.workers = workers
         self.work_mult = work_mult
         self.frames = imaging.frames_for(work_mult)
@@ -106,9 +112,7 @@ class Backend:
             try:
                 started = time.perf_counter()
                 loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(
-                    self.pool, imaging.filter_movie, side, self.frames, next(self._seq)
-                )
+                result = await loop.run_in_executor(self.pool, self.run, side, self.frames, next(self._seq))
                 done = time.perf_counter()
             finally:
                 self.slots.release()
@@ -132,7 +136,7 @@ class Backend:
         return web.Response(body=orjson.dumps(body), content_type="application/json", headers=self.headers)
 
     async def healthz(self, request: web.Request) -> web.Response:
-        body = {"id": self.id, "workers": self.workers, "work_mult": self.work_mult}
+        body = {"id": self.id, "workers": self.workers, "work_mult": self.work_mult, "work": self.work_kind}
         return web.Response(body=orjson.dumps(body), content_type="application/json", headers=self.headers)
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -170,9 +174,9 @@ def make_app(backend: Backend) -> web.Application:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    backend = Backend(args.id, args.workers, args.work_mult, args.delay_ms, args.max_queue)
+    backend = Backend(args.id, args.workers, args.work_mult, args.delay_ms, args.max_queue, args.work)
     for side in args.warm:
-        imaging.prepare(side)
+        work.kind(args.work).prepare(side)
     runner = web.AppRunner(make_app(backend), access_log=None, handle_signals=False)
     await runner.setup()
     try:
@@ -239,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive_int, default=2, help="worker threads (default 2)")
     p.add_argument("--work-mult", type=_nonneg_float, default=1.0, help="work per request multiplier")
     p.add_argument("--delay-ms", type=_nonneg_float, default=0.0, help="fixed extra delay per answer")
+    p.add_argument("--work", choices=sorted(work.KINDS), default=work.DEFAULT_KIND,
+                   help=f"what a request does (default {work.DEFAULT_KIND}; loadtest.testbed.work)")
     p.add_argument("--max-queue", type=_queue_limit, default=DEFAULT_MAX_QUEUE, help="503 beyond this")
     p.add_argument("--warm", type=_side, nargs="*", default=[128, 256, 512], help="sides to pre-build")
     p.add_argument("--ready-file", type=Path, help="write the URL here once listening")

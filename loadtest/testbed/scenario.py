@@ -7,6 +7,7 @@ dataclasses, checked on construction, with the key named in every error::
     duration_s: 50          # seconds of load per run
     slo_p95_s: 0.15         # the p95 RTT a 10-s window must stay under
     cpu_period_ms: 100      # CFS period of every backend's quota (1..1000; the kernel default 100)
+    work: imaging           # what a request does: imaging (default) or checksum (loadtest.testbed.work)
     seed: 7
     trace: {kind: dynamic, low_rps: 60, high_rps: 150, period_s: 10}
     sizes: {128: 0.55, 256: 0.35, 512: 0.10}     # image side (px) -> share; or [[128, 0.55], ...]
@@ -36,6 +37,7 @@ from typing import Any
 import yaml
 
 from loadtest.testbed import imaging
+from loadtest.testbed import work as work_kinds
 
 SCENARIO_DIR = Path(__file__).with_name("scenarios")
 EPISODE_KINDS: tuple[str, ...] = ("cpu", "cache", "memory", "io")
@@ -163,6 +165,7 @@ class Scenario:
     sizes: SizeMix
     seed: int = 1
     cpu_period_ms: float = 100.0
+    work: str = work_kinds.DEFAULT_KIND  # what a request does (loadtest.testbed.work)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -171,6 +174,8 @@ class Scenario:
         _number("slo_p95_s", self.slo_p95_s, 0.0, 3600.0, lo_open=True)
         _integer("seed", self.seed, 0, 2**63 - 1)
         _number("cpu_period_ms", self.cpu_period_ms, 1.0, 1000.0)
+        if self.work not in work_kinds.KINDS:
+            raise _fail("work", f"must be one of {', '.join(work_kinds.KINDS)} (got {self.work!r})")
         if not 1 <= len(self.backends) <= MAX_BACKENDS:
             raise _fail("backends", f"must list 1..{MAX_BACKENDS} backends (got {len(self.backends)})")
         ids: set[str] = set()
@@ -255,6 +260,7 @@ def scenario_from_mapping(raw: Any) -> Scenario:
         sizes=_sizes(top["sizes"]),
         seed=top.get("seed", 1),
         cpu_period_ms=top.get("cpu_period_ms", 100.0),
+        work=top.get("work", work_kinds.DEFAULT_KIND),
     )
 
 

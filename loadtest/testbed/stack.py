@@ -38,7 +38,7 @@ from typing import Any
 
 import aiohttp
 
-from loadtest.testbed import cgroups, imaging
+from loadtest.testbed import cgroups, imaging, work
 from loadtest.testbed.interference import EpisodeRun, InterferenceScheduler, find_stress_ng
 from loadtest.testbed.netem import probe_netem
 from loadtest.testbed.procs import Child, launch_prefix, python_module
@@ -223,6 +223,7 @@ class Testbed:
             "t0_wall": t0,
             "capabilities": self.capabilities,
             "frames_per_work_mult": imaging.FRAMES_PER_MULT,
+            "work": self.scenario.work,
             "backends": [self._backend_state(b.id, mean_work) for b in self.scenario.backends],
             "episodes": [
                 {"backend": e.backend, "kind": e.kind, "workers": e.workers,
@@ -317,7 +318,8 @@ class Testbed:
     def _measure_sizes(self) -> dict[int, float]:
         """CPU-seconds per request of each size at work_mult 1 on an idle core of this machine."""
         frames = imaging.frames_for(1.0)
-        return {size: imaging.measure_cpu_s(size, frames) for size in self.scenario.sizes.sizes}
+        measure = work.kind(self.scenario.work).measure_cpu_s
+        return {size: measure(size, frames) for size in self.scenario.sizes.sizes}
 
     def _backend_prefix(self, backend_id: str) -> list[str]:
         if self._groups is not None:
@@ -346,7 +348,7 @@ class Testbed:
                 *python_module("proxy.cli", "backend", "--id", spec.id, "--port", "0",
                                "--workers", str(eff.workers), "--work-mult", repr(eff.work_mult),
                                "--delay-ms", repr(eff.delay_ms), "--ready-file", str(ready[spec.id]),
-                               "--warm", *warm),
+                               "--work", self.scenario.work, "--warm", *warm),
             ]
             self.backend_children[spec.id] = Child(
                 f"backend {spec.id}", argv, self.workdir / "logs" / f"backend-{spec.id}.log", self.workdir,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtest.testbed import imaging
+from loadtest.testbed import checksum, imaging, work
 from loadtest.testbed.backend import BACKEND_HEADER, CLASS_HEADER, Backend, main, make_app, parse_side
 
 
@@ -81,7 +82,7 @@ async def test_metrics_parse_and_count_what_was_served(one_worker: tuple[str, Ba
             assert resp.status == 200
             text = await resp.text()
         async with session.get(f"{url}/healthz") as resp:
-            assert await resp.json() == {"id": "t1", "workers": 1, "work_mult": 1.0}
+            assert await resp.json() == {"id": "t1", "workers": 1, "work_mult": 1.0, "work": "imaging"}
     families = {fam.name: fam.type for fam in text_string_to_metric_families(text)}
     assert families["presage_backend_in_flight"] == "gauge"
     assert families["presage_backend_queue_length"] == "gauge"
@@ -130,6 +131,43 @@ def test_work_grows_with_size_and_frames() -> None:
     assert imaging.work_units(256, 4) == 4 * imaging.work_units(256, 1)
 
 
+def test_the_checksum_work_hashes_a_block_sized_by_the_side_once_per_frame() -> None:
+    assert len(checksum._block(64)) == 64 * 64 * checksum.BYTES_PER_PIXEL
+    one, again = checksum.checksum_object(64, 3, 7), checksum.checksum_object(64, 3, 7)
+    assert (one.side, one.frames, one.picks) == (again.side, again.frames, again.picks) == (64, 3, one.picks)
+    # the digest of the last pass, salted by the request number and the pass
+    expected = hashlib.sha256(b"7:2")
+    expected.update(checksum._block(64))
+    assert one.picks == expected.digest()[0]
+    assert work.kind("checksum").run is checksum.checksum_object
+    assert work.kind("imaging").run is imaging.filter_movie
+    with pytest.raises(ValueError, match="must be an image side"):
+        checksum.prepare(9)
+    with pytest.raises(ValueError, match="unknown work kind 'mining'"):
+        work.kind("mining")
+
+
+async def test_a_checksum_backend_serves_the_same_routes() -> None:
+    backend = Backend("c1", workers=1, work_mult=1.0, delay_ms=0.0, max_queue=8, work_kind="checksum")
+    runner = web.AppRunner(make_app(backend), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{url}/work", params={"size": "64"}) as resp:
+                assert resp.status == 200
+                body = await resp.json()
+            expected = checksum.checksum_object(64, backend.frames, 0)
+            assert (body["size"], body["frames"], body["picks"]) == (64, backend.frames, expected.picks)
+            async with session.get(f"{url}/healthz") as resp:
+                assert (await resp.json())["work"] == "checksum"
+    finally:
+        await runner.cleanup()
+        backend.close()
+
+
 async def test_presage_backend_serves_until_sigterm(tmp_path: Path) -> None:
     ready = tmp_path / "ready"
     cmd = [sys.executable, "-m", "proxy.cli", "backend", "--id", "cli", "--port", "0", "--workers", "1",
@@ -159,6 +197,7 @@ async def test_presage_backend_serves_until_sigterm(tmp_path: Path) -> None:
         (["--work-mult", "-1"], "--work-mult: must be a finite number >= 0"),
         (["--warm", "9"], "--warm: must be an image side"),
         (["--max-queue", "0"], "--max-queue: must be 1..1000000"),
+        (["--work", "mining"], "--work: invalid choice: 'mining'"),
     ],
 )
 def test_bad_flags_exit_2_naming_the_flag(

@@ -61,6 +61,7 @@ def test_a_file_becomes_frozen_dataclasses_with_defaults(tmp_path: Path) -> None
     assert sc.sizes.shares() == {128: 0.75, 256: 0.25}
     assert (sc.trace.kind, sc.trace.period_s, sc.seed) == ("step", 10.0, 3)
     assert sc.cpu_period_ms == 100.0  # the kernel's default period unless the scenario says otherwise
+    assert sc.work == "imaging"  # the FFT work unless the scenario names another kind
     with pytest.raises(AttributeError):
         sc.name = "x"  # type: ignore[misc]
 
@@ -88,6 +89,7 @@ def test_a_file_becomes_frozen_dataclasses_with_defaults(tmp_path: Path) -> None
         ("{128: 3, 256: 1}", "{}", "sizes: must list at least one size"),
         ("duration_s: 20", "duration_s: 0", "duration_s: must be > 0"),
         ("seed: 3", "seed: 3\ncpu_period_ms: 0.5", "cpu_period_ms: must be >= 1"),
+        ("seed: 3", "seed: 3\nwork: mining", "work: must be one of imaging, checksum"),
         (
             "backends:\n  - {id: a, workers: 2, cpu_quota_cores: 0.5}\n  - {id: b}\n",
             "backends: []\n",
@@ -110,3 +112,12 @@ def test_unreadable_or_unknown_scenarios_are_named(tmp_path: Path) -> None:
         load_scenario(write(tmp_path, "name: [unclosed"))
     with pytest.raises(ScenarioError, match="scenario: must be a mapping"):
         load_scenario(write(tmp_path, "- just a list"))
+
+
+def test_the_checksum_scenarios_change_only_the_work_of_their_imaging_twins() -> None:
+    import dataclasses
+
+    for name, twin in (("checksum-quiet", "interference-core-quiet"), ("checksum", "interference")):
+        sc, base = load_scenario(name), load_scenario(twin)
+        assert sc.work == "checksum" and base.work == "imaging"
+        assert dataclasses.replace(sc, name=base.name, work=base.work) == base

@@ -122,6 +122,7 @@ async def test_without_cgroups_a_quota_is_fewer_workers_more_work_and_a_pinned_c
         duration_s=5,
         slo_p95_s=0.1,
         sizes=SizeMix(((64, 1.0),)),
+        work="checksum",  # (and the scenario's kind of work reaches the backend and the oracle)
     )
     async with Testbed(scenario, tmp_path, agents=False, use_cgroups=False) as tb:
         assert tb.capabilities["cpu_limits"].startswith("workers+work_mult")
@@ -130,9 +131,11 @@ async def test_without_cgroups_a_quota_is_fewer_workers_more_work_and_a_pinned_c
         assert (eff.workers, eff.work_mult, eff.cpu_quota_cores) == (1, 2.0, None)
         assert os.sched_getaffinity(tb.pids["q"]) == set(eff.cpus)
         async with aiohttp.ClientSession() as session, session.get(dict(tb.backends)["q"] + "/healthz") as r:
-            assert await r.json() == {"id": "q", "workers": 1, "work_mult": 2.0}
+            assert await r.json() == {"id": "q", "workers": 1, "work_mult": 2.0, "work": "checksum"}
         tb.write_hidden_state(tmp_path / "hidden.json", t0_wall=1000.0)
-    (q,) = json.loads((tmp_path / "hidden.json").read_text())["backends"]
+    hidden = json.loads((tmp_path / "hidden.json").read_text())
+    assert hidden["work"] == "checksum"
+    (q,) = hidden["backends"]
     assert (q["workers"], q["work_mult"], q["cpu_quota_cores"], q["cores"]) == (1, 2.0, None, 1.0)
     assert q["cpus"] == list(eff.cpus)
     assert set(load_hidden_state(tmp_path / "hidden.json").backends) == {"q"}
