@@ -1,7 +1,8 @@
 """Where one backend's RTT scatter comes from: the work, the CFS period of its quota, the host.
 
 ``python -m loadtest.bench_scatter [--sizes 128,256,512] [--quota 0.4] [--periods 10,100,none]
-[--workers 3] [--work-mult 1.0] [--repeat 3] [--n N] [--seed S] [--out out/bench_scatter.json]``
+[--workers 3] [--work-mult 1.0] [--work imaging|checksum] [--repeat 3] [--n N] [--seed S]
+[--out out/bench_scatter.json]``
 
 What it measures. One ``presage backend`` alone in its own CPU cgroup (a run group of
 ``loadtest.testbed.cgroups``, joined before exec through the ``launch`` shim, as the testbed's
@@ -58,6 +59,7 @@ import numpy as np
 import orjson
 
 from loadtest.testbed import cgroups, imaging
+from loadtest.testbed import work as work_kinds
 from loadtest.testbed.procs import Child, launch_prefix, python_module
 from predictor_runtime.train.assess import cell_ceiling
 
@@ -90,6 +92,7 @@ class Settings:
     repeat: int
     n: int | None  # None: default_n(size)
     seed: int
+    work: str = work_kinds.DEFAULT_KIND  # what a request does (loadtest.testbed.work)
 
     def requests(self, size: int) -> int:
         return self.n if self.n is not None else default_n(size)
@@ -172,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CFS periods in ms, 'none' for no quota (default 10,100,none)")  # fmt: skip
     p.add_argument("--workers", type=_int_at_least(1), default=3, help="backend worker threads (default 3)")
     p.add_argument("--work-mult", type=_positive_float, default=1.0, help="work per request multiplier")
+    p.add_argument("--work", choices=sorted(work_kinds.KINDS), default=work_kinds.DEFAULT_KIND,
+                   help=f"what a request does (default {work_kinds.DEFAULT_KIND})")
     p.add_argument("--repeat", type=_int_at_least(1), default=3, help="runs of the whole matrix (default 3)")
     p.add_argument("--n", type=_int_at_least(MIN_N), help="requests per run (default 300/200/80 by size)")
     p.add_argument("--seed", type=int, default=1, help="seed of the gaps (default 1)")
@@ -189,7 +194,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path]:
             parser.error(f"argument --quota: {args.quota:g} cores of a {period:g}-ms period is under the "
                          "kernel's smallest quota (1 ms)")  # fmt: skip
     settings = Settings(args.sizes, args.periods, args.quota, args.workers, args.work_mult, args.repeat,
-                        args.n, args.seed)  # fmt: skip
+                        args.n, args.seed, args.work)  # fmt: skip
     return settings, args.out
 
 
@@ -303,7 +308,7 @@ async def start_backend(
         *launch_prefix(join=group.procs_files),
         *python_module("proxy.cli", "backend", "--id", group.name, "--port", "0",
                        "--workers", str(settings.workers), "--work-mult", repr(settings.work_mult),
-                       "--warm", str(size), "--ready-file", str(ready)),
+                       "--work", settings.work, "--warm", str(size), "--ready-file", str(ready)),
     ]  # fmt: skip
     log = workdir / f"backend-{group.name}.log"
     child = Child(f"backend {group.name}", argv, log, REPO_ROOT, backend_env())
@@ -422,7 +427,8 @@ def main(argv: Sequence[str] | None = None, cgroup_root: Path = cgroups.CGROUP_R
     counts = ", ".join(str(settings.requests(s)) for s in settings.sizes)
     sizes = ", ".join(str(s) for s in settings.sizes)
     gap = f"0-{MAX_GAP_S * 1e3:.0f} ms"
-    print(f"\none backend, {settings.workers} workers, work x{settings.work_mult:g}, sequential requests "
+    print(f"\none backend, {settings.workers} workers, {settings.work} work x{settings.work_mult:g}, "
+          "sequential requests "
           f"after a {gap} gap, n = {counts} at {sizes} px; {elapsed / 60:.1f} min\n")  # fmt: skip
     print(table(rows))
     result = {

@@ -9,11 +9,12 @@ one work unit (4 passes over 1.5 MiB) 4.4 ms of CPU on the testbed's VM (the lea
 where a 256-px movie takes 4.3 ms (1.1 against 1.4 ms at 128, 17.7 against 13.7 ms at 512).
 
 Why a second kind: the imaging work is memory- and cache-heavy (2-D FFTs over arrays of a few MiB),
-and on a shared 2-vCPU VM its CPU time for identical calls scatters (the best constant's 1 - MAPE
-was 80 % over 200 identical 256-px calls after idle gaps, in-process), which bounds any RTT model
-of the testbed. Streaming SHA-256 over one cached block is compute-bound and repeats (97 % in the
-same measurement: ``presage`` README, "Accuracy on a later run"). A scenario with ``work:
-checksum`` asks how close the predictor gets when the service time itself repeats. ``hashlib``
+and on a shared 2-vCPU VM its time for identical requests scatters, which bounds any RTT model of
+the testbed. Streaming SHA-256 over one cached block is compute-bound and repeats. One backend
+alone, identical sequential requests, no quota (``python -m loadtest.bench_scatter --work W
+--sizes 128,256,512 --periods none --repeat 3``): the best constant's 1 - MAPE is 85.8 / 86.1 /
+88.8 % at 128 / 256 / 512 px for the imaging work, 91.3 / 95.3 / 98.0 % for this one. A scenario
+with ``work: checksum`` asks how close the predictor gets when the service time itself repeats. ``hashlib``
 releases the GIL on large buffers, so a pool of threads uses several cores, as numpy's FFTs do.
 """
 

@@ -58,6 +58,7 @@ def test_good_arguments_give_the_settings_and_the_default_counts_per_size() -> N
     assert settings.periods_ms == (10.0, None, 2.5)
     assert [settings.requests(s) for s in settings.sizes] == [300, 200, 80]
     assert out == Path("out/bench_scatter.json")
+    assert settings.work == "imaging" and bs.parse_args(["--work", "checksum"])[0].work == "checksum"
     # 0.1 core of a 10-ms period is exactly the kernel's smallest quota: allowed
     assert bs.parse_args(["--quota", "0.1", "--periods", "10", "--n", "5"])[0].requests(512) == 5
     # without a quota the quota needs no room in a period
@@ -145,9 +146,9 @@ def test_the_summary_takes_the_median_over_repeats_and_the_median_runs_percentil
 def test_a_tiny_real_run_writes_every_run_and_condition(tmp_path: Path) -> None:
     out = tmp_path / "scatter.json"
     argv = ["--sizes", "64", "--periods", "10,none", "--repeat", "1", "--n", "8", "--seed", "3"]
-    assert bs.main([*argv, "--out", str(out)]) == 0
+    assert bs.main([*argv, "--work", "checksum", "--out", str(out)]) == 0  # (the second kind of work)
     result = json.loads(out.read_text())
-    assert result["settings"]["sizes"] == [64]
+    assert result["settings"]["sizes"] == [64] and result["settings"]["work"] == "checksum"
     assert result["settings"]["n_per_size"] == {"64": 8}
     assert result["host"]["cgroup_version"] in (1, 2)
     runs = result["runs"]
