@@ -144,38 +144,35 @@ def test_weight_flag() -> None:
     ).inverse_rtt_weight
 
 
-def test_a_learned_model_ships_only_when_it_beats_the_table_by_more_than_the_tie() -> None:
-    def cand(family: str, acc: float, p99_us: float) -> pipeline.Candidate:
-        c = pipeline.Candidate(family, val={"accuracy": acc, "r2": 0.5}, inference={"p99_s": p99_us * 1e-6})
-        c.fits_budget = True
-        return c
+def cand(family: str, acc: float, *, rank: float | None = None, p99_us: float = 20.0) -> pipeline.Candidate:
+    """A candidate as ``_select`` sees it: validation accuracy, Spearman when ``rank`` is given, p99."""
+    val = {"accuracy": acc, "r2": 0.5} | ({} if rank is None else {"spearman": rank})
+    c = pipeline.Candidate(family, val=val, inference={"p99_s": p99_us * 1e-6})
+    c.fits_budget = True
+    return c
 
+
+def test_a_learned_model_ships_only_when_it_beats_the_table_by_more_than_the_tie() -> None:
     tie = pipeline.ACCURACY_TIE
-    table = cand("table", 0.70, 50.0)  # even when slower, as a busy machine may measure it
-    assert pipeline._select([cand("lgbm", 0.70 + tie / 2, 20.0), table]).family == "table"
-    assert pipeline._select([cand("lgbm", 0.70 + 3 * tie, 20.0), table]).family == "lgbm"
-    over_budget = cand("table", 0.80, 5000.0)
+    table = cand("table", 0.70, p99_us=50.0)  # even when slower, as a busy machine may measure it
+    assert pipeline._select([cand("lgbm", 0.70 + tie / 2), table]).family == "table"
+    assert pipeline._select([cand("lgbm", 0.70 + 3 * tie), table]).family == "lgbm"
+    over_budget = cand("table", 0.80, p99_us=5000.0)
     over_budget.fits_budget = False
-    assert pipeline._select([cand("lgbm", 0.70, 20.0), over_budget]).family == "lgbm"
+    assert pipeline._select([cand("lgbm", 0.70), over_budget]).family == "lgbm"
 
 
 def test_the_table_is_no_floor_when_it_ranks_backends_worse() -> None:
-    def cand(family: str, acc: float, rank: float) -> pipeline.Candidate:
-        val = {"accuracy": acc, "r2": 0.5, "spearman": rank}
-        c = pipeline.Candidate(family, val=val, inference={"p99_s": 20e-6})
-        c.fits_budget = True
-        return c
-
     tie = pipeline.SPEARMAN_TIE
     # the most accurate, but orders backends worse than LightGBM by more than the tie: LightGBM
-    worse = cand("table", 0.70, 0.90 - 2 * tie)
-    chosen = pipeline._select([cand("lgbm", 0.60, 0.90), cand("rf", 0.55, 0.85), worse])
+    worse = cand("table", 0.70, rank=0.90 - 2 * tie)
+    chosen = pipeline._select([cand("lgbm", 0.60, rank=0.90), cand("rf", 0.55, rank=0.85), worse])
     assert chosen.family == "lgbm"
     # within the tie on ranking, it is the floor again
-    chosen = pipeline._select([cand("lgbm", 0.60, 0.90), cand("table", 0.70, 0.90 - tie / 2)])
+    chosen = pipeline._select([cand("lgbm", 0.60, rank=0.90), cand("table", 0.70, rank=0.90 - tie / 2)])
     assert chosen.family == "table"
     # a table alone (no learned model fits) still ships
-    assert pipeline._select([cand("table", 0.70, 0.5)]).family == "table"
+    assert pipeline._select([cand("table", 0.70, rank=0.5)]).family == "table"
 
 
 def test_the_report_says_why_a_more_accurate_table_did_not_ship() -> None:
@@ -183,27 +180,22 @@ def test_the_report_says_why_a_more_accurate_table_did_not_ship() -> None:
 
     from predictor_runtime.train.report import _table_note
 
-    def cand(family: str, acc: float, rank: float) -> pipeline.Candidate:
-        val = {"accuracy": acc, "r2": 0.5, "spearman": rank}
-        c = pipeline.Candidate(family, val=val, inference={"p99_s": 20e-6})
-        c.fits_budget = True
-        return c
-
     def note_on(cands: list[pipeline.Candidate]) -> str:
         selected = pipeline._select(cands)  # what marks a table it leaves out
         return " ".join(_table_note(SimpleNamespace(candidates=cands, selected=selected)))  # type: ignore[arg-type]
 
-    note = note_on([cand("lgbm", 0.60, 0.90), cand("table", 0.70, 0.81)])
+    note = note_on([cand("lgbm", 0.60, rank=0.90), cand("table", 0.70, rank=0.81)])
     assert "more accurate on validation (70.00% against 60.00%)" in note
     assert "Spearman 0.810 against the best learned model's 0.900" in note
-    assert "It beat the per-cell table" in note_on([cand("lgbm", 0.60, 0.90), cand("table", 0.50, 0.95)])
+    beaten = [cand("lgbm", 0.60, rank=0.90), cand("table", 0.50, rank=0.95)]
+    assert "It beat the per-cell table" in note_on(beaten)
     # left out for its ranking though less accurate anyway: the note does not call it more accurate
-    note = note_on([cand("lgbm", 0.60, 0.90), cand("table", 0.55, 0.81)])
+    note = note_on([cand("lgbm", 0.60, rank=0.90), cand("table", 0.55, rank=0.81)])
     assert "scored on validation (55.00% against 60.00%) but ordered backends worse" in note
     # a table that does not beat the mean (validation R2 <= 0) is left out for that, not its ranking
-    weak = cand("table", 0.70, 0.81)
+    weak = cand("table", 0.70, rank=0.81)
     weak.val["r2"] = -0.1
-    note = note_on([cand("lgbm", 0.60, 0.90), weak])
+    note = note_on([cand("lgbm", 0.60, rank=0.90), weak])
     assert "ordered backends worse" not in note and "It beat" not in note
     assert "left out: it does not beat predicting the mean there (R2 -0.100)" in note
 
